@@ -1,0 +1,1 @@
+"""Device tests: parity bundles for phones, output comparison, latency benchmarks, reports."""

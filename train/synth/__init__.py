@@ -1,0 +1,6 @@
+"""Synthetic defocus data engine (seed 004, section 2).
+
+scenes (dead leaves, slanted planes, image + depth from files) -> thin-lens CoC per pixel ->
+layered dual-pixel rendering with Butterworth PSFs (alpha-blended back to front) -> radial
+distortion -> signal-dependent noise; plus phone wide/ultra-wide pairs and refocus targets.
+"""
