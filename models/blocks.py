@@ -258,14 +258,14 @@ class SymmetricKernelBank(nn.Module):
         halves = torch.stack([_gaussian_half(size, s) for s in sigmas])  # probabilities > 0
         # inverse of softplus, so that softplus(raw) == the Gaussian half (up to the unit sum)
         raw = torch.log(torch.expm1((halves * 10.0).clamp_min(1e-6)))
-        self.half = nn.Parameter(raw.float())
+        self.half_raw = nn.Parameter(raw.float())
         self.register_buffer("inverse", torch.zeros(n_kernels, inv_size, inv_size), persistent=False)
         self.register_load_state_dict_post_hook(lambda module, incompatible: module.refresh_inverse())
         self.refresh_inverse()
 
     def kernels(self) -> torch.Tensor:
         """The bank ``[N, k, k]``: mirrored halves, positive, unit sum."""
-        half = F.softplus(self.half)
+        half = F.softplus(self.half_raw)
         full = torch.cat([half, torch.flip(half[:, :, :-1], dims=[-1])], dim=-1)
         return full / full.sum(dim=(-2, -1), keepdim=True)
 
@@ -275,7 +275,7 @@ class SymmetricKernelBank(nn.Module):
     @torch.no_grad()
     def refresh_inverse(self) -> None:
         """Recompute the inverse-kernel buffer from the current kernels (uses the FFT)."""
-        if self.half.device.type == "meta":
+        if self.half_raw.device.type == "meta":
             return
         self.inverse.copy_(self.compute_inverse())
 

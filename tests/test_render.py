@@ -1,0 +1,108 @@
+"""Layered DP renderer (seed 004, section 3): analytic cases and fast == reference."""
+import cv2
+import numpy as np
+import pytest
+
+from calibration.dp_psf import PSFParams, dp_disparity_px
+from calibration.psf_bank import PSFBank
+from train.synth.render import (BankPSF, ParametricPSF, RenderError, assign_layers, disparity_map, render_dp,
+                                render_dp_reference)
+
+PSF = ParametricPSF(PSFParams(3, 0.6, 0.2))
+
+
+def _texture(h, w, seed=0, c=3):
+    rng = np.random.default_rng(seed)
+    return cv2.GaussianBlur(rng.random((h, w, c)).astype(np.float32), (0, 0), 1.0)
+
+
+def _psnr(a, b):
+    return 10 * np.log10(1.0 / np.mean((a.astype(np.float64) - b) ** 2))
+
+
+def test_in_focus_plane_renders_unchanged():
+    img = _texture(48, 64)
+    views = render_dp(img, np.zeros((48, 64)), PSF, device="cpu")
+    for v in (views.left, views.right, views.combined):
+        np.testing.assert_allclose(v, img, atol=1e-6)
+
+
+def test_uniform_scene_stays_uniform():
+    rng = np.random.default_rng(1)
+    coc = cv2.resize(rng.uniform(-12, 12, (6, 8)), (64, 48), interpolation=cv2.INTER_NEAREST)
+    img = np.full((48, 64, 3), 0.3, np.float32)
+    for render in (render_dp, render_dp_reference):
+        views = render(img, coc, PSF)
+        for v in (views.left, views.right):
+            np.testing.assert_allclose(v, 0.3, atol=1e-5)
+
+
+def test_fast_equals_reference():
+    rng = np.random.default_rng(2)
+    h, w = 96, 128
+    coc = np.full((h, w), 8.0)
+    for _ in range(25):
+        cv2.circle(coc, tuple(int(v) for v in rng.integers(0, [w, h])), int(rng.integers(4, 25)),
+                   float(rng.uniform(-15, 15)), -1)
+    img = _texture(h, w, 3)
+    fast = render_dp(img, coc, PSF, max_layers=24, device="cpu", tile=32)
+    ref = render_dp_reference(img, coc, PSF, max_layers=24)
+    assert _psnr(fast.left, ref.left) >= 50 and _psnr(fast.right, ref.right) >= 50
+    np.testing.assert_array_equal(fast.layer_radii, ref.layer_radii)
+
+
+@pytest.mark.parametrize("coc", [5.0, -5.0, 9.0])
+def test_dp_disparity_has_sign_of_coc(coc):
+    img = _texture(128, 128, 4, c=1)
+    views = render_dp(img, np.full((128, 128), coc), PSF, device="cpu")
+    (shift_x, shift_y), _ = cv2.phaseCorrelate(views.right[..., 0].astype(np.float64),
+                                               views.left[..., 0].astype(np.float64))
+    assert np.sign(shift_x) == np.sign(coc)
+    # a point source renders as the PSF itself: its centroid shift is the DP disparity
+    point = np.zeros((64, 64, 1), np.float32)
+    point[32, 32] = 1.0
+    pv = render_dp(point, np.full((64, 64), coc), PSF, device="cpu")
+    xs = np.arange(64)
+    cx = lambda im: float((im[..., 0].sum(0) * xs).sum() / im.sum())
+    cy = lambda im: float((im[..., 0].sum(1) * xs).sum() / im.sum())
+    assert cx(pv.left) - cx(pv.right) == pytest.approx(dp_disparity_px(coc, PSF.params), abs=1e-3)
+    assert cy(pv.left) == pytest.approx(cy(pv.right), abs=1e-6)  # disparity is horizontal only
+    disp = disparity_map(np.full((4, 4), coc), PSF)
+    assert disp[0, 0] == pytest.approx(dp_disparity_px(coc, PSF.params), rel=1e-6)
+
+
+def test_sharp_foreground_occludes_blurred_background():
+    img = _texture(64, 64, 5)
+    coc = np.full((64, 64), 10.0)
+    coc[16:48, 16:48] = 0.0  # an in-focus square in front of a blurred background
+    views = render_dp(img, coc, PSF, device="cpu")
+    np.testing.assert_allclose(views.combined[16:48, 16:48], img[16:48, 16:48], atol=1e-5)
+    assert np.abs(views.combined[:8] - img[:8]).mean() > 0.01  # the background did blur
+
+
+def test_bank_psf_matches_parametric():
+    bank = PSFBank.from_model(np.arange(-10, 11), [PSF.params])
+    img = _texture(48, 48, 6)
+    coc = np.tile(np.linspace(-10, 10, 48).round(), (48, 1))
+    a = render_dp(img, coc, PSF, device="cpu")
+    b = render_dp(img, coc, BankPSF(bank), device="cpu")
+    assert _psnr(a.left, b.left) > 60
+
+
+def test_layers_capped_and_ordered():
+    coc = np.linspace(-40, 40, 10000).reshape(100, 100)
+    labels, radii = assign_layers(coc, max_layers=64)
+    assert radii.size == 64 and np.all(np.diff(radii) > 0)
+    assert labels.min() == 0 and labels.max() == 63
+    labels, radii = assign_layers(np.round(coc), max_layers=500)
+    assert radii.size == 81  # integer CoCs: one layer each
+
+
+def test_bad_inputs():
+    img = np.zeros((8, 8, 3), np.float32)
+    with pytest.raises(RenderError, match="differ in size"):
+        render_dp(img, np.zeros((8, 9)), PSF)
+    coc = np.zeros((8, 8))
+    coc[0, 0] = np.nan
+    with pytest.raises(RenderError, match="NaN"):
+        render_dp_reference(img, coc, PSF)
