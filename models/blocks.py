@@ -101,7 +101,7 @@ class ConvLSTMCell(nn.Module):
         self.w_ci = nn.Parameter(torch.zeros(1, hidden_ch, 1, 1))
         self.w_cf = nn.Parameter(torch.zeros(1, hidden_ch, 1, 1))
         self.w_co = nn.Parameter(torch.zeros(1, hidden_ch, 1, 1))
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = float(dropout)
         with torch.no_grad():
             self.gates.bias[hidden_ch : 2 * hidden_ch].fill_(1.0)
 
@@ -109,7 +109,8 @@ class ConvLSTMCell(nn.Module):
         self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One step: ``(X_t, H_{t-1}, C_{t-1}) -> (H_t, C_t)``."""
-        x = self.dropout(x)  # dropout on the cell input (0.4 in training, seed 004)
+        if self.training and self.dropout > 0:  # cell-input dropout (0.4 in training, seed 004)
+            x = F.dropout(x, self.dropout, training=True)
         g = self.gates(torch.cat([x, h], dim=1))
         n = self.hidden_ch
         gi, gf, go, gc = g[:, :n], g[:, n : 2 * n], g[:, 2 * n : 3 * n], g[:, 3 * n :]
@@ -242,7 +243,7 @@ class SymmetricKernelBank(nn.Module):
     normalised to unit sum (a blur keeps the mean brightness) instead of the K3DN L2
     normalisation. Init: Gaussians of increasing sigma (the first is nearly a delta: in focus).
     The inverses (:func:`inverse_kernels_fft`) live in the non-persistent buffer
-    ``inverse``, refreshed by :meth:`refresh_inverse` at build, after ``load_state_dict`` and
+    ``inverse`` (the kernels themselves in ``kernel_cache``), refreshed by :meth:`refresh_inverse` at build, after ``load_state_dict`` and
     when switching to eval; in training mode they are recomputed in the forward pass so the
     kernels learn through both paths. Eval-mode graphs therefore contain only convs.
     """
@@ -254,12 +255,14 @@ class SymmetricKernelBank(nn.Module):
             raise ValueError("kernel sizes must be odd")
         self.n_kernels, self.size, self.inv_size = n_kernels, size, inv_size
         self.fft_size, self.eps = fft_size, eps
-        sigmas = torch.linspace(sigma_range[0], sigma_range[1], n_kernels).tolist() if n_kernels > 1 else [sigma_range[0]]
-        halves = torch.stack([_gaussian_half(size, s) for s in sigmas])  # probabilities > 0
+        lo, hi = sigma_range
+        sigmas = [lo + (hi - lo) * k / max(n_kernels - 1, 1) for k in range(n_kernels)]
+        halves = torch.stack([_gaussian_half(size, sg) for sg in sigmas])  # probabilities > 0
         # inverse of softplus, so that softplus(raw) == the Gaussian half (up to the unit sum)
         raw = torch.log(torch.expm1((halves * 10.0).clamp_min(1e-6)))
         self.half_raw = nn.Parameter(raw.float())
         self.register_buffer("inverse", torch.zeros(n_kernels, inv_size, inv_size), persistent=False)
+        self.register_buffer("kernel_cache", torch.zeros(n_kernels, size, size), persistent=False)
         self.register_load_state_dict_post_hook(lambda module, incompatible: module.refresh_inverse())
         self.refresh_inverse()
 
@@ -277,6 +280,7 @@ class SymmetricKernelBank(nn.Module):
         """Recompute the inverse-kernel buffer from the current kernels (uses the FFT)."""
         if self.half_raw.device.type == "meta":
             return
+        self.kernel_cache.copy_(self.kernels())
         self.inverse.copy_(self.compute_inverse())
 
     def train(self, mode: bool = True) -> "SymmetricKernelBank":
@@ -284,6 +288,10 @@ class SymmetricKernelBank(nn.Module):
         if not mode:
             self.refresh_inverse()
         return self
+
+    def current_kernels(self) -> torch.Tensor:
+        """``[N, k, k]`` kernels: live in training, the cached buffer in eval (a constant)."""
+        return self.kernels() if self.training else self.kernel_cache
 
     def inverse_kernels(self) -> torch.Tensor:
         """``[N, s, s]`` inverse kernels: live (FFT) in training, the buffer in eval."""

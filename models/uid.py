@@ -33,7 +33,7 @@ class UiDConfig:
     widths: tuple[int, int, int] = (48, 96, 192)  # backbone at 1/2, 1/4, 1/8
     out_ch: int = 24  # decoder width at full size
     n_res_enc: int = 2
-    n_res_dec: int = 1
+    n_res_dec: tuple[int, int, int] = (0, 2, 2)  # decoder residual blocks at 1/8, 1/4, 1/2
     stem_ch: int = 32  # siamese stem of the disparity branch
     geo_ch: int = 64  # F_G channels
     embed_ch: int = 32  # kernel-retrieval embedding (P_k, P_coc)
@@ -47,7 +47,7 @@ class UiDConfig:
 UID_VARIANTS: dict[str, UiDConfig] = {
     "paper": UiDConfig(),
     "mobile": UiDConfig(widths=(24, 48, 96), out_ch=16, stem_ch=16, geo_ch=32, embed_ch=16, n_kernels=8),
-    "tiny": UiDConfig(widths=(8, 8, 16), out_ch=4, n_res_enc=1, n_res_dec=1, stem_ch=4, geo_ch=8,
+    "tiny": UiDConfig(widths=(8, 8, 16), out_ch=4, n_res_enc=1, n_res_dec=(0, 1, 1), stem_ch=4, geo_ch=8,
                       embed_ch=4, n_kernels=4, kernel_size=5, inv_size=9),
 }
 
@@ -144,8 +144,7 @@ class UiD(nn.Module):
         self.up8 = SmoothUp(3)
         # decoder
         self.dec_in = nn.Conv2d(c3 + g, c3, 1)
-        self.dec = nn.ModuleList([res_stack(c3, config.n_res_dec), res_stack(c2, config.n_res_dec),
-                                  res_stack(c1, config.n_res_dec)])
+        self.dec = nn.ModuleList([res_stack(c, n) for c, n in zip((c3, c2, c1), config.n_res_dec)])
         self.up = nn.ModuleList([UpConv(c3, c2), UpConv(c2, c1), UpConv(c1, config.out_ch)])
         self.out = nn.Sequential(ConvAct(config.out_ch + 6 + 3, config.out_ch), nn.Conv2d(config.out_ch, 3, 3, padding=1))
         with torch.no_grad():  # start as "deblur through the bank only"
@@ -177,7 +176,7 @@ class UiD(nn.Module):
 
     def mixing_logits(self, f_coc: torch.Tensor) -> torch.Tensor:
         """``P_k(K) . P_coc(F_coc)``: one logit per bank kernel (1/8 scale)."""
-        emb = self.P_k(self.bank.kernels().flatten(1))  # [N, E]
+        emb = self.P_k(self.bank.current_kernels().flatten(1))  # [N, E]
         return F.conv2d(self.P_coc(f_coc), emb[:, :, None, None])
 
     def forward(self, left: torch.Tensor, right: torch.Tensor, focus_mask: torch.Tensor):
@@ -196,7 +195,7 @@ class UiD(nn.Module):
         d = self.dec[2](self.up[1](d) + skips[0])
         d = self.up[2](d)
         aif = deblurred + self.out(torch.cat([d, x, deblurred], dim=1))
-        refocused = self.bank.apply_bank(aif, self.bank.kernels(), a_reb)
+        refocused = self.bank.apply_bank(aif, self.bank.current_kernels(), a_reb)
         defocus = torch.clamp(self.up8(f_d), -1.0, 1.0)
         return torch.clamp(aif, 0.0, 1.0), torch.clamp(refocused, 0.0, 1.0), defocus
 

@@ -28,12 +28,14 @@ import cv2
 import numpy as np
 import scipy.fft
 import torch
+from scipy import ndimage
 
 from calibration.dp_psf import PSFParams, dual_pixel_psf, dp_disparity_px
 from calibration.psf_bank import PSFBank
 
 PSFProvider = Callable[[float], tuple[np.ndarray, np.ndarray]]
 EPS = 1e-6
+COC_STEP = 0.25  # px: CoC quantisation of the data engine (finer is invisible, coarser shows bands)
 
 
 class RenderError(ValueError):
@@ -92,17 +94,22 @@ def _check_inputs(image: np.ndarray, coc: np.ndarray) -> np.ndarray:
     return image.astype(np.float32, copy=False)
 
 
-def assign_layers(coc: np.ndarray, max_layers: int = 500) -> tuple[np.ndarray, np.ndarray]:
+def assign_layers(coc: np.ndarray, max_layers: int = 500, step: float | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Split a signed CoC map into depth layers: (labels H x W int32, layer radii [L]).
 
     When the map has at most ``max_layers`` distinct values (e.g. RDPD's integer CoCs) each value
     is a layer; otherwise the CoC range is cut into ``max_layers`` equal bins, each rendered at
-    its centre. Layers without pixels are dropped. Radii ascend, i.e. front (most negative CoC,
+    its centre. ``step`` (px) first rounds the CoC to multiples of ``step`` (0.25 px is
+    invisible and keeps continuous maps to a few dozen layers). Layers without pixels are dropped. Radii ascend, i.e. front (most negative CoC,
     nearest) to back.
     """
     if max_layers < 1:
         raise RenderError(f"max_layers must be >= 1, got {max_layers}")
-    values, inverse = np.unique(np.round(coc.astype(np.float64), 4), return_inverse=True)
+    coc = coc.astype(np.float64)
+    if step:
+        coc = np.round(coc / step) * step
+    values, inverse = np.unique(np.round(coc, 4), return_inverse=True)
     if values.size <= max_layers:
         return inverse.reshape(coc.shape).astype(np.int32), values
     lo, hi = float(coc.min()), float(coc.max())
@@ -118,11 +125,11 @@ def _normalised_views(psf: PSFProvider, radius: float) -> tuple[np.ndarray, np.n
 
 
 def render_dp_reference(image: np.ndarray, coc: np.ndarray, psf: PSFProvider,
-                        max_layers: int = 500) -> DPViews:
+                        max_layers: int = 500, coc_step: float | None = None) -> DPViews:
     """The straightforward reference: per layer and view, ``cv2.filter2D`` on the whole image
     (zero border), composited back to front."""
     image = _check_inputs(image, coc)
-    labels, radii = assign_layers(coc, max_layers)
+    labels, radii = assign_layers(coc, max_layers, coc_step)
     h, w, c = image.shape
     views = []
     for view in (0, 1):
@@ -199,7 +206,7 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 @torch.no_grad()
 def render_dp(image: np.ndarray, coc: np.ndarray, psf: PSFProvider, max_layers: int = 500,
-              device: str | torch.device | None = "auto", tile: int = 96,
+              coc_step: float | None = None, device: str | torch.device | None = "auto", tile: int = 96,
               spectra: _SpectrumCache | None = None) -> DPViews:
     """Fast renderer: the algorithm of :func:`render_dp_reference` with FFT convolution.
 
@@ -209,22 +216,25 @@ def render_dp(image: np.ndarray, coc: np.ndarray, psf: PSFProvider, max_layers: 
     """
     image = _check_inputs(image, coc)
     dev = resolve_device(device)
-    labels, radii = assign_layers(coc, max_layers)
+    labels, radii = assign_layers(coc, max_layers, coc_step)
     h, w, c = image.shape
     spectra = spectra or _SpectrumCache(psf, dev)
     img_t = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).to(dev)  # C,H,W
-    labels_t = torch.from_numpy(labels).to(dev)
     acc_c = torch.zeros((2, c, h, w), device=dev)
     acc_a = torch.zeros((2, 1, h, w), device=dev)
     layer_buf = torch.zeros((2, c + 1, h, w), device=dev)
+    boxes = ndimage.find_objects(labels + 1)  # one bounding box per layer, one pass
     for i in range(radii.size - 1, -1, -1):
         radius = float(radii[i])
         half = spectra.psf(radius)[0].shape[0] // 2
         k = 2 * half + 1
-        mask_np = labels == i
-        regions = _plan_regions(mask_np, half, tile)
-        mask_t = (labels_t == i).to(img_t.dtype)[None]
-        layer = torch.cat([img_t * mask_t, mask_t])  # C+1, H, W
+        by, bx = boxes[i]
+        mask_np = labels[by, bx] == i
+        regions = [(y0 + by.start, y1 + by.start, x0 + bx.start, x1 + bx.start)
+                   for y0, y1, x0, x1 in _plan_regions(mask_np, half, tile)]
+        mask_t = torch.from_numpy(mask_np).to(dev, img_t.dtype)[None]
+        layer = torch.cat([img_t[:, by, bx] * mask_t, mask_t])  # C+1, box
+        oy, ox = by.start, bx.start
         # output footprint of this layer: union of regions grown by the kernel half-size
         oy0 = max(min(r[0] for r in regions) - half, 0)
         oy1 = min(max(r[1] for r in regions) + half, h)
@@ -238,7 +248,7 @@ def render_dp(image: np.ndarray, coc: np.ndarray, psf: PSFProvider, max_layers: 
         for shape, regs in groups.items():
             batch = torch.zeros((len(regs), c + 1) + shape, device=dev)
             for j, (y0, y1, x0, x1) in enumerate(regs):
-                batch[j, :, : y1 - y0, : x1 - x0] = layer[:, y0:y1, x0:x1]
+                batch[j, :, : y1 - y0, : x1 - x0] = layer[:, y0 - oy:y1 - oy, x0 - ox:x1 - ox]
             spec = torch.fft.rfft2(batch)  # [n, C+1, ny, nx']
             kspec = spectra.get(radius, shape)  # [2, ny, nx']
             out = torch.fft.irfft2(spec[:, None] * kspec[None, :, None], s=shape)  # [n, 2, C+1, ny, nx]
