@@ -23,6 +23,11 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+@app.callback()
+def _root() -> None:
+    """Defocus-control toolchain: synthesise DP data, train RDPD/DC2/UiD, export to phones."""
+
+
 def fail(message: str, code: int = 2) -> None:
     """Print one clear error line and exit (no traceback for user errors)."""
     err_console.print(f"[bold red]error:[/] {message}")
@@ -30,6 +35,58 @@ def fail(message: str, code: int = 2) -> None:
 
 
 # --- commands ----------------------------------------------------------------------------
+
+
+def _progress(description: str):
+    """A rich progress bar; returns (context manager, callback(done, total))."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+    bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+    task = bar.add_task(description, total=None)
+    return bar, lambda done, total: bar.update(task, completed=done, total=total)
+
+
+@app.command()
+def synth(
+    camera: str = typer.Option("rdpd_set3", help="Camera profile (rdpd_set1..5, canon_5d4, pixel4_dp, phone_wide, "
+                               "phone_ultrawide), a pair (phone_w_uw: W/UW samples), or FILE.json:NAME."),
+    scenes: int = typer.Option(8, "--scenes", "-n", help="Number of samples."),
+    size: str = typer.Option("256x256", help="Image size HxW."),
+    out: Path = typer.Option(Path("data/synth"), help="Output folder (written atomically)."),
+    format: str = typer.Option("dpdd", "--format", "-f", help="dpdd (16-bit sRGB PNG), pixel (16-bit PGM) or npz."),
+    split: str = typer.Option("train", help="Split name used in file names and folders."),
+    seed: int = typer.Option(0, help="Base seed: sample i uses seed (seed, i)."),
+    scene_kind: str = typer.Option("mixed", help="dead_leaves, slanted_plane or mixed."),
+    textures: Optional[Path] = typer.Option(None, help="Folder of images to texture dead leaves with."),
+    max_layers: int = typer.Option(500, help="Maximum depth layers (seed 004: 500)."),
+    noise_scale: float = typer.Option(0.1, help="Multiplier on the seed's noise sigma set {0.05..0.5}."),
+    distortion: bool = typer.Option(True, help="Apply the camera's radial distortion (seed eq. 5)."),
+    refocus: bool = typer.Option(False, help="Also render a refocus target on a random focus region (UiD)."),
+    device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
+    preview: bool = typer.Option(True, help="Write contact_sheet.png of the first samples next to the data."),
+    force: bool = typer.Option(False, help="Replace --out if it exists."),
+) -> None:
+    """Synthesise a defocus data set (DP views or W/UW pairs) with a JSON record of every parameter."""
+    from train.synth import dataset
+
+    try:
+        cfg = dataset.SynthConfig(camera=camera, scenes=scenes, size=dataset.parse_size(size), out=out,
+                                  format=format, split=split, seed=seed, scene_kind=scene_kind, textures=textures,
+                                  max_layers=max_layers, noise_scale=noise_scale, distortion=distortion,
+                                  refocus=refocus, device=device, force=force)
+        bar, update = _progress(f"synth {camera} {size}")
+        kept: list = []
+        with bar:
+            record = dataset.generate(cfg, progress=update, keep=kept if preview else None)
+    except ValueError as exc:  # SynthError, SceneError, CameraError, RenderError...
+        fail(str(exc))
+    console.print(f"[green]wrote[/] {scenes} samples to {out} ({record['samples_per_second']:.2f} samples/s); "
+                  f"record: {out / dataset.RECORD_NAME}")
+    if preview:
+        sheet = dataset.write_preview(out, kept, f"{camera}: {scene_kind} scenes, seed {seed}")
+        console.print(f"contact sheet: {sheet}")
+
 
 
 def main() -> None:

@@ -69,6 +69,14 @@ class CameraProfile:
             r = np.round(r)
         return np.clip(r, -self.max_coc_px, self.max_coc_px)
 
+    def depth_for_coc(self, coc_px: float, scale: float = 1.0) -> float:
+        """The depth (m) whose signed CoC is ``coc_px``: inverts r = K (1 - s/d)."""
+        k = self.coc_gain_px() * scale
+        ratio = 1.0 - coc_px / k
+        if ratio <= 0:
+            return float("inf")
+        return self.focus_distance / ratio
+
     def to_dict(self) -> dict:
         out = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "extra"}
         out["distortion"] = list(self.distortion)

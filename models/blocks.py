@@ -211,14 +211,16 @@ def _gaussian_half(size: int, sigma: float) -> torch.Tensor:
 
 
 def inverse_kernels_fft(
-    kernels: torch.Tensor, inv_size: int, fft_size: int = 64, eps: float = 1e-3, clip: float = 100.0
+    kernels: torch.Tensor, inv_size: int, fft_size: int = 64, eps: float = 1e-2, clip: float = 100.0
 ) -> torch.Tensor:
     """``K^-1 = IFFT(1 / FFT(K))`` (seed 003), regularised, for a ``[N, k, k]`` bank.
 
-    ``1 / F`` is taken as ``conj(F) / (|F|^2 + eps)`` (the small epsilon), on an ``fft_size``
-    grid with the kernel centred at the origin; non-finite values are set to 0, the result is
-    cropped to ``inv_size`` x ``inv_size`` around its centre and clipped to ``[-clip, clip]``
-    (K3DN clips at 100). Runs in float64; returns the input's dtype.
+    ``1 / F`` is taken as ``conj(F) / (|F|^2 + eps)`` (the small epsilon) on an ``fft_size``
+    grid with the kernel centred at the origin; non-finite values are set to 0. The result is
+    cropped to ``inv_size`` x ``inv_size`` around its centre under a Gaussian taper (sigma
+    ``inv_size / 4``) and rescaled so that ``sum(K) * sum(K^-1) = 1``: plain cropping leaves
+    ringing tails whose loss shifts the DC gain by tens of percent. Finally clipped to
+    ``[-clip, clip]`` (K3DN clips at 100). Runs in float64; returns the input's dtype.
     """
     n, k, _ = kernels.shape
     if inv_size > fft_size or k > fft_size:
@@ -228,10 +230,13 @@ def inverse_kernels_fft(
     grid[:, :k, :k] = kd
     grid = torch.roll(grid, shifts=(-(k // 2), -(k // 2)), dims=(-2, -1))  # centre -> origin
     spec = torch.fft.fft2(grid)
-    inv_spec = spec.conj() / (spec.abs() ** 2 + eps)
-    inv = torch.fft.ifft2(inv_spec).real
+    inv = torch.fft.ifft2(spec.conj() / (spec.abs() ** 2 + eps)).real
     inv = torch.where(torch.isfinite(inv), inv, torch.zeros_like(inv))
     inv = torch.roll(inv, shifts=(inv_size // 2, inv_size // 2), dims=(-2, -1))[:, :inv_size, :inv_size]
+    r = torch.arange(inv_size, dtype=torch.float64, device=inv.device) - inv_size // 2
+    inv = inv * torch.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * (inv_size / 4) ** 2))
+    dc = inv.sum(dim=(-2, -1), keepdim=True) * kd.sum(dim=(-2, -1), keepdim=True)
+    inv = torch.where(dc.abs() > 1e-6, inv / dc, inv)
     return inv.clamp(-clip, clip).to(kernels.dtype)
 
 
@@ -241,7 +246,7 @@ class SymmetricKernelBank(nn.Module):
     Each ``k x k`` kernel is built from a ``k x (k//2+1)`` half mirrored left-right (MODELS.md 3).
     Choice (documented): the kernels act on images, so they are made positive (softplus) and
     normalised to unit sum (a blur keeps the mean brightness) instead of the K3DN L2
-    normalisation. Init: Gaussians of increasing sigma (the first is nearly a delta: in focus).
+    normalisation. Init: Gaussians of sigma 0.3 (nearly a delta: in focus) to ``size / 6``.
     The inverses (:func:`inverse_kernels_fft`) live in the non-persistent buffer
     ``inverse`` (the kernels themselves in ``kernel_cache``), refreshed by :meth:`refresh_inverse` at build, after ``load_state_dict`` and
     when switching to eval; in training mode they are recomputed in the forward pass so the
@@ -249,13 +254,13 @@ class SymmetricKernelBank(nn.Module):
     """
 
     def __init__(self, n_kernels: int = 16, size: int = 9, inv_size: int = 17, fft_size: int = 64,
-                 eps: float = 1e-3, sigma_range: tuple[float, float] = (0.3, 2.5)):
+                 eps: float = 1e-2, sigma_range: tuple[float, float] | None = None):
         super().__init__()
         if size % 2 == 0 or inv_size % 2 == 0:
             raise ValueError("kernel sizes must be odd")
         self.n_kernels, self.size, self.inv_size = n_kernels, size, inv_size
         self.fft_size, self.eps = fft_size, eps
-        lo, hi = sigma_range
+        lo, hi = sigma_range if sigma_range is not None else (0.3, size / 6.0)  # +-3 sigma fits
         sigmas = [lo + (hi - lo) * k / max(n_kernels - 1, 1) for k in range(n_kernels)]
         halves = torch.stack([_gaussian_half(size, sg) for sg in sigmas])  # probabilities > 0
         # inverse of softplus, so that softplus(raw) == the Gaussian half (up to the unit sum)

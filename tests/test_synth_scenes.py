@@ -153,7 +153,7 @@ def test_power_law_radii():
 # ---------------------------------------------------------------- textures
 
 
-def test_dead_leaves_uses_given_textures(tmp_path):
+def test_dead_leaves_uses_given_textures():
     colour = np.array([0.12, 0.45, 0.78], np.float32)
     tex = [np.broadcast_to(colour, (50, 70, 3)).copy()]
     sc = dead_leaves(64, 64, seed=2, near_m=1, far_m=3, n_leaves=60, textures=tex,
@@ -163,7 +163,7 @@ def test_dead_leaves_uses_given_textures(tmp_path):
     assert np.allclose(chroma, colour / colour.sum(), atol=1e-4)
     assert sc.meta["n_textures"] == 1
     with pytest.raises(SceneError, match="dead_leaves"):
-        dead_leaves(32, 32, seed=0, near_m=1, far_m=2, textures=[np.full((8, 8, 3), 2.0)])
+        dead_leaves(32, 32, seed=0, near_m=1, far_m=2, textures=[np.full((8, 8, 3), 2.0)])  # float64: checked
 
 
 def test_load_texture_folder(tmp_path):

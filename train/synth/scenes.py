@@ -161,6 +161,9 @@ def _prepare_textures(textures, source: str) -> list[np.ndarray]:
             t = np.repeat(t[:, :, None], 3, axis=2)
         if t.ndim != 3 or t.shape[2] not in (3, 4) or t.shape[0] < 2 or t.shape[1] < 2:
             raise SceneError(f"{source}: textures[{i}] has shape {t.shape}, expected H x W (x 3)")
+        if t.dtype == np.float32 and t.shape[2] == 3 and t.flags.c_contiguous:
+            out.append(t)  # fast path (e.g. from load_texture_folder): no per-call full scan
+            continue
         t = np.ascontiguousarray(t[:, :, :3], dtype=np.float32)
         if not np.isfinite(t).all() or t.min() < 0 or t.max() > 1:
             raise SceneError(f"{source}: textures[{i}] must be finite float in [0, 1]")
@@ -515,7 +518,8 @@ def dead_leaves(
     meta = {
         "generator": src, "seed": _seed_meta(seed), "height": h, "width": w,
         "near_m": near, "far_m": far, "n_leaves": n, "r_min": r_min, "r_max": r_max,
-        "shape_probs": dict(_DEFAULT_SHAPE_PROBS if shape_probs is None else shape_probs),
+        "shape_probs": {k: float(v) for k, v in
+                        (_DEFAULT_SHAPE_PROBS if shape_probs is None else shape_probs).items()},
         "n_textures": len(tex), "texture_probability": float(texture_probability),
         "n_visible_leaves": int(np.unique(labels).size),
     }

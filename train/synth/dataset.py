@@ -1,0 +1,203 @@
+"""``cli.py synth``: generate a synthetic data set on disk, atomically, with a JSON record.
+
+Everything is written into a hidden temporary folder beside ``out`` and renamed into place at
+the end, so an interrupted or failed run leaves no half-written data set.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from calibration.cameras import CameraError, get_camera, get_pair, load_profiles
+from train.synth import writers
+from train.synth.dp_sample import make_dp_sample
+from train.synth.dual_camera import make_dual_camera_sample
+from train.synth.scenes import load_texture_folder, random_scene
+
+FORMATS = ("dpdd", "pixel", "npz")
+SCENE_KINDS = ("dead_leaves", "slanted_plane", "mixed")
+RECORD_NAME = "synth_record.json"
+
+
+class SynthError(ValueError):
+    """A synth request that cannot be carried out (bad option, unwritable folder...)."""
+
+
+@dataclass
+class SynthConfig:
+    camera: str = "rdpd_set3"
+    scenes: int = 8
+    size: tuple[int, int] = (256, 256)
+    out: Path = Path("data/synth")
+    format: str = "dpdd"
+    split: str = "train"
+    seed: int = 0
+    scene_kind: str = "mixed"
+    textures: Path | None = None
+    max_layers: int = 500
+    noise_scale: float = 0.1
+    distortion: bool = True
+    refocus: bool = False
+    shard_size: int = 16
+    device: str = "auto"
+    force: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"256x384"`` -> (256, 384) as (height, width)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise SynthError(f"size must look like HxW (e.g. 256x256), got {text!r}") from None
+    if h < 16 or w < 16:
+        raise SynthError(f"size {h}x{w} is too small (at least 16x16)")
+    return h, w
+
+
+def _is_pair(name: str) -> bool:
+    return name in load_profiles()[1]
+
+
+def _validate(cfg: SynthConfig) -> None:
+    if cfg.format not in FORMATS:
+        raise SynthError(f"unknown format {cfg.format!r}; choose one of {', '.join(FORMATS)}")
+    if cfg.scene_kind not in SCENE_KINDS:
+        raise SynthError(f"unknown scene kind {cfg.scene_kind!r}; choose one of {', '.join(SCENE_KINDS)}")
+    if cfg.scenes < 1:
+        raise SynthError(f"--scenes must be >= 1, got {cfg.scenes}")
+    if _is_pair(cfg.camera):
+        if cfg.format != "npz":
+            raise SynthError(f"camera pair {cfg.camera!r} makes W/UW samples, which only the npz format holds")
+    else:
+        try:
+            cam = get_camera(cfg.camera)
+        except CameraError as exc:
+            pairs = ", ".join(sorted(load_profiles()[1]))
+            raise SynthError(f"{exc}; camera pairs: {pairs}") from None
+        if cfg.format == "pixel" and cam.channels != "green":
+            raise SynthError(f"the pixel format holds green-only DP views; camera {cfg.camera!r} records "
+                             f"{cam.channels} (use --camera pixel4_dp)")
+    out = Path(cfg.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not cfg.force:
+        raise SynthError(f"{out} exists and is not empty; choose another --out or pass --force to replace it")
+
+
+def _make_tempdir(out: Path) -> Path:
+    parent = out.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
+    except OSError as exc:
+        raise SynthError(f"cannot write to {parent}: {exc.strerror or exc}") from None
+
+
+def _commit(tmp: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = None,
+             keep: list | None = None, keep_n: int = 4) -> dict:
+    """Generate ``cfg.scenes`` samples; returns the JSON record (also written as synth_record.json).
+    The first ``keep_n`` samples are appended to ``keep`` when a list is given (for previews)."""
+    _validate(cfg)
+    out = Path(cfg.out)
+    textures = load_texture_folder(cfg.textures) if cfg.textures else None
+    pair = get_pair(cfg.camera) if _is_pair(cfg.camera) else None
+    camera = pair["wide"] if pair else get_camera(cfg.camera)
+    h, w = cfg.size
+    near, far = camera.depth_range_m
+    tmp = _make_tempdir(out)
+    record = {
+        "tool": "defocus-toolchain synth", "created_unix": int(time.time()),
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in cfg.__dict__.items()},
+        "camera": camera.to_dict(), "pair": None, "samples": [],
+    }
+    if pair:
+        record["pair"] = {k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in pair.items()}
+    shard: list = []
+    shard_index = 0
+    t0 = time.perf_counter()
+    try:
+        for i in range(cfg.scenes):
+            rng = np.random.default_rng([cfg.seed, i])
+            scene_seed = int(rng.integers(2**31))
+            name = f"{cfg.split}_{cfg.seed:04d}_{i:05d}"
+            if pair:
+                fov = 2.0
+                scene = random_scene(cfg.scene_kind, int(h * fov), int(w * fov), seed=scene_seed,
+                                     near_m=near, far_m=far, textures=textures)
+                sample = make_dual_camera_sample(
+                    scene, pair["wide"], pair["ultrawide"], rng=rng, baseline_mm=pair["baseline_mm"],
+                    size=(h, w), fov_ratio=fov, uw_resolution_factor=pair["uw_resolution_factor"],
+                    white_balance_gains=pair["white_balance_gains"], device=cfg.device)
+                files = [f"{cfg.split}/shard_{shard_index:05d}.npz[{len(shard)}]"]
+            else:
+                # nearest depth from a random strongest front blur, so CoC spreads over the range
+                front = -float(rng.uniform(0.25, 1.0)) * camera.max_coc_px
+                near_i = min(max(near, camera.depth_for_coc(front)), 0.9 * camera.focus_distance)
+                scene = random_scene(cfg.scene_kind, h, w, seed=scene_seed, near_m=near_i, far_m=far,
+                                     textures=textures)
+                sample = make_dp_sample(scene, camera, rng=rng, noise_scale=cfg.noise_scale,
+                                        distortion=cfg.distortion, max_layers=cfg.max_layers,
+                                        refocus=cfg.refocus, device=cfg.device)
+                if cfg.format == "dpdd":
+                    files = [str(p.relative_to(tmp)) for p in writers.write_dpdd_sample(tmp, cfg.split, name, sample)]
+                elif cfg.format == "pixel":
+                    files = [str(p.relative_to(tmp)) for p in writers.write_pixel_sample(tmp, i, sample, camera)]
+                else:
+                    files = [f"{cfg.split}/shard_{shard_index:05d}.npz[{len(shard)}]"]
+            if cfg.format == "npz":
+                shard.append(sample)
+                if len(shard) == cfg.shard_size or i == cfg.scenes - 1:
+                    fields = writers.DUAL_FIELDS if pair else writers.DP_FIELDS
+                    writers.write_npz_shard(tmp / cfg.split / f"shard_{shard_index:05d}.npz", shard, fields)
+                    shard, shard_index = [], shard_index + 1
+            record["samples"].append({"index": i, "name": name, "files": files, **sample.meta})
+            if keep is not None and len(keep) < keep_n:
+                keep.append(sample)
+            if progress:
+                progress(i + 1, cfg.scenes)
+        record["seconds"] = round(time.perf_counter() - t0, 3)
+        record["samples_per_second"] = round(cfg.scenes / max(record["seconds"], 1e-9), 3)
+        (tmp / RECORD_NAME).write_text(json.dumps(record, indent=1, default=_json_default))
+        _commit(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return record
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def write_preview(out: Path, samples: list, title: str = "") -> Path:
+    """contact_sheet.png in ``out`` for DP or W/UW samples."""
+    from train.synth import preview
+    from train.synth.dual_camera import DualCameraSample
+
+    sheet = Path(out) / "contact_sheet.png"
+    if samples and isinstance(samples[0], DualCameraSample):
+        return preview.dual_contact_sheet(samples, sheet, title)
+    return preview.dp_contact_sheet(samples, sheet, title)

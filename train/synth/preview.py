@@ -1,0 +1,80 @@
+"""Contact sheets so a person can look at synthetic data: one row per sample.
+
+DP rows: sharp, left, right, combined, signed CoC (diverging colour map, px).
+W/UW rows: wide, ultra-wide, all-in-focus, refocus target, GT flow magnitude, occlusion.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from train.synth.writers import linear_to_srgb  # noqa: E402
+
+
+def _show(ax, img: np.ndarray, title: str) -> None:
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[..., 0]
+    ax.imshow(linear_to_srgb(img), cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
+    ax.set_title(title, fontsize=8)
+    ax.axis("off")
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def dp_contact_sheet(samples: list, path: Path, title: str = "") -> Path:
+    """Rows of (sharp, L, R, combined, CoC map) for DP samples."""
+    n = len(samples)
+    fig, axes = plt.subplots(n, 5, figsize=(12.5, 2.6 * n), squeeze=False)
+    lim = max(max(abs(float(s.coc.min())), abs(float(s.coc.max()))) for s in samples) or 1.0
+    for row, s in zip(axes, samples):
+        _show(row[0], s.sharp, "sharp (target)")
+        _show(row[1], s.left, "left view")
+        _show(row[2], s.right, "right view")
+        _show(row[3], s.combined, "combined (input)")
+        im = row[4].imshow(s.coc, cmap="coolwarm", vmin=-lim, vmax=lim)
+        row[4].set_title("signed CoC (px)", fontsize=8)
+        row[4].axis("off")
+        fig.colorbar(im, ax=row[4], fraction=0.046, pad=0.04)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def dual_contact_sheet(samples: list, path: Path, title: str = "") -> Path:
+    """Rows of (W, UW, all-in-focus, refocus target, |flow|, occlusion) for W/UW samples."""
+    n = len(samples)
+    fig, axes = plt.subplots(n, 6, figsize=(15, 2.6 * n), squeeze=False)
+    for row, s in zip(axes, samples):
+        _show(row[0], s.wide, "wide (shallow DoF)")
+        _show(row[1], s.ultrawide, "ultra-wide (full FOV)")
+        _show(row[2], s.sharp, "all-in-focus")
+        _show(row[3], s.refocused, "refocus target")
+        im = row[4].imshow(np.hypot(*np.moveaxis(s.flow_w_to_uw, -1, 0)), cmap="viridis")
+        row[4].set_title("|flow W->UW| (UW px)", fontsize=8)
+        row[4].axis("off")
+        fig.colorbar(im, ax=row[4], fraction=0.046, pad=0.04)
+        row[5].imshow(s.occlusion, cmap="gray")
+        row[5].set_title(f"occluded in UW ({s.occlusion.mean():.1%})", fontsize=8)
+        row[5].axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
