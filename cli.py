@@ -37,6 +37,32 @@ def fail(message: str, code: int = 2) -> None:
 # --- commands ----------------------------------------------------------------------------
 
 
+@app.command("models")
+def models_cmd(
+    height: int = typer.Option(512, help="Input height for the MAC count (multiple of 16)."),
+    width: int = typer.Option(512, help="Input width for the MAC count (multiple of 16)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Only this model (rdpd, dc2, uid)."),
+) -> None:
+    """Table of the registered models: variant, parameters, GMAC, inputs, outputs."""
+    from rich.table import Table
+
+    from models.complexity import model_table
+    from models.registry import get
+
+    try:
+        rows = model_table(height, width, names=[get(name).name] if name else None)
+    except (KeyError, ValueError) as exc:
+        fail(str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc))
+    table = Table(title=f"models (GMAC at {height}x{width}; convs and matmuls, MAC = FLOP/2)")
+    for col in ("model", "variant", "params", "paper", "GMAC", "inputs", "outputs"):
+        table.add_column(col, justify="right" if col in ("params", "paper", "GMAC") else "left")
+    for r in rows:
+        paper = f"{r['paper_params'] / 1e6:.2f} M" if r["paper_params"] else ""
+        table.add_row(r["model"], r["variant"], f"{r['params'] / 1e6:.3f} M", paper, f"{r['gmac']:.2f}",
+                      r["inputs"], r["outputs"])
+    console.print(table)
+
+
 def _progress(description: str):
     """A rich progress bar; returns (context manager, callback(done, total))."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn

@@ -97,7 +97,7 @@ class RDPD(nn.Module):
         for level in self.enc:
             f = level(f)
             skips.append(f)
-            f = F.max_pool2d(f, 2)
+            f = F.max_pool2d(f, kernel_size=2, stride=2)  # explicit stride: Core ML needs it
         f = self.pre_lstm(f)
         h_next, c_next = self.lstm(f, h, c)
         f = h_next  # o_t of Fig. 6 is the hidden output o o tanh(C) (eq. 11)

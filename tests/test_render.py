@@ -45,7 +45,7 @@ def test_fast_equals_reference():
         cv2.circle(coc, tuple(int(v) for v in rng.integers(0, [w, h])), int(rng.integers(4, 25)),
                    float(rng.uniform(-15, 15)), -1)
     img = _texture(h, w, 3)
-    fast = render_dp(img, coc, PSF, max_layers=24, device="cpu", tile=32)
+    fast = render_dp(img, coc, PSF, max_layers=24, device="cpu", tile_fft_sizes=(32, 48, 64))
     ref = render_dp_reference(img, coc, PSF, max_layers=24)
     assert _psnr(fast.left, ref.left) >= 50 and _psnr(fast.right, ref.right) >= 50
     np.testing.assert_array_equal(fast.layer_radii, ref.layer_radii)

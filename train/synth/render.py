@@ -177,24 +177,32 @@ def _fft_cost(shape: tuple[int, int]) -> float:
     return n * math.log2(max(n, 2))
 
 
-def _plan_regions(mask: np.ndarray, half: int, tile: int) -> list[tuple[int, int, int, int]]:
-    """Input regions (y0, y1, x0, x1) to convolve for one layer: its bounding box, or the
-    occupied tiles of a ``tile`` grid when that needs less FFT work."""
-    rows, cols = np.any(mask, axis=1), np.any(mask, axis=0)
-    y0, y1 = int(np.argmax(rows)), int(mask.shape[0] - np.argmax(rows[::-1]))
-    x0, x1 = int(np.argmax(cols)), int(mask.shape[1] - np.argmax(cols[::-1]))
-    k = 2 * half + 1
-    bbox_cost = _fft_cost((_fft_len(y1 - y0 + k - 1), _fft_len(x1 - x0 + k - 1)))
-    sub = mask[y0:y1, x0:x1]
-    th, tw = math.ceil((y1 - y0) / tile), math.ceil((x1 - x0) / tile)
+def _occupied_tiles(mask: np.ndarray, tile: int) -> np.ndarray:
+    h, w = mask.shape
+    th, tw = math.ceil(h / tile), math.ceil(w / tile)
     padded = np.zeros((th * tile, tw * tile), bool)
-    padded[: y1 - y0, : x1 - x0] = sub
-    occupied = np.argwhere(padded.reshape(th, tile, tw, tile).any(axis=(1, 3)))
-    tile_cost = len(occupied) * _fft_cost((_fft_len(tile + k - 1), _fft_len(tile + k - 1)))
-    if tile_cost >= bbox_cost or len(occupied) <= 1:
-        return [(y0, y1, x0, x1)]
-    return [(y0 + ty * tile, min(y0 + (ty + 1) * tile, y1), x0 + tx * tile, min(x0 + (tx + 1) * tile, x1))
-            for ty, tx in occupied]
+    padded[:h, :w] = mask
+    return np.argwhere(padded.reshape(th, tile, tw, tile).any(axis=(1, 3)))
+
+
+def _plan_regions(mask: np.ndarray, half: int, fft_sizes: tuple[int, ...]) -> list[tuple[int, int, int, int]]:
+    """Input regions (y0, y1, x0, x1) of a cropped layer mask to convolve: the whole crop, or the
+    occupied tiles of a grid (overlap-add), whichever candidate needs the least FFT work. Tiles
+    are sized so that tile + k - 1 is exactly one of ``fft_sizes`` (no wasted padding)."""
+    h, w = mask.shape
+    k = 2 * half + 1
+    best_cost = _fft_cost((_fft_len(h + k - 1), _fft_len(w + k - 1)))
+    best: list[tuple[int, int, int, int]] = [(0, h, 0, w)]
+    for n in fft_sizes:
+        tile = n - k + 1
+        if tile < 16 or tile >= max(h, w):
+            continue
+        occupied = _occupied_tiles(mask, tile)
+        cost = len(occupied) * _fft_cost((n, n))
+        if cost < best_cost:
+            best_cost = cost
+            best = [(ty * tile, min((ty + 1) * tile, h), tx * tile, min((tx + 1) * tile, w)) for ty, tx in occupied]
+    return best
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -206,7 +214,8 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 @torch.no_grad()
 def render_dp(image: np.ndarray, coc: np.ndarray, psf: PSFProvider, max_layers: int = 500,
-              coc_step: float | None = None, device: str | torch.device | None = "auto", tile: int = 96,
+              coc_step: float | None = None, device: str | torch.device | None = "auto",
+              tile_fft_sizes: tuple[int, ...] = (48, 64, 80, 96, 128, 160, 192, 256),
               spectra: _SpectrumCache | None = None) -> DPViews:
     """Fast renderer: the algorithm of :func:`render_dp_reference` with FFT convolution.
 
@@ -231,7 +240,7 @@ def render_dp(image: np.ndarray, coc: np.ndarray, psf: PSFProvider, max_layers: 
         by, bx = boxes[i]
         mask_np = labels[by, bx] == i
         regions = [(y0 + by.start, y1 + by.start, x0 + bx.start, x1 + bx.start)
-                   for y0, y1, x0, x1 in _plan_regions(mask_np, half, tile)]
+                   for y0, y1, x0, x1 in _plan_regions(mask_np, half, tile_fft_sizes)]
         mask_t = torch.from_numpy(mask_np).to(dev, img_t.dtype)[None]
         layer = torch.cat([img_t[:, by, bx] * mask_t, mask_t])  # C+1, box
         oy, ox = by.start, bx.start
@@ -261,8 +270,9 @@ def render_dp(image: np.ndarray, coc: np.ndarray, psf: PSFProvider, max_layers: 
                     out[j, :, :, ty0:ty1, tx0:tx1]
         col = layer_buf[:, :c, oy0:oy1, ox0:ox1]
         alpha = layer_buf[:, c:, oy0:oy1, ox0:ox1]
-        acc_c[:, :, oy0:oy1, ox0:ox1] = col + (1 - alpha) * acc_c[:, :, oy0:oy1, ox0:ox1]
-        acc_a[:, :, oy0:oy1, ox0:ox1] = alpha + (1 - alpha) * acc_a[:, :, oy0:oy1, ox0:ox1]
+        keep = 1 - alpha
+        acc_c[:, :, oy0:oy1, ox0:ox1].mul_(keep).add_(col)
+        acc_a[:, :, oy0:oy1, ox0:ox1].mul_(keep).add_(alpha)
     views = (acc_c / acc_a.clamp_min(EPS)).permute(0, 2, 3, 1).cpu().numpy()
     left, right = np.ascontiguousarray(views[0]), np.ascontiguousarray(views[1])
     return DPViews(left, right, 0.5 * (left + right), radii)
