@@ -50,17 +50,15 @@ def main() -> None:
     cam = get_camera("rdpd_set3")  # focus 8 m: CoC from -40 (near) to about +10 (far)
     coc = cam.coc_px(scene.depth, quantise=False).astype(np.float32)
     psf = ParametricPSF(PSFParams(3, 0.6, 0.2))
-    fast = lambda: render_dp(scene.image, coc, psf, max_layers=64, device="cpu")
+    fast = lambda: render_dp(scene.image, coc, psf, max_layers=64, device="cpu", threads=args.threads)
     ref = lambda: render_dp_reference(scene.image, coc, psf, max_layers=64)
     fast()  # warm: PSFs and kernel spectra cached, as in a data-generation run
     t_ref, out_ref = timed(ref, max(1, args.repeats // 2))
     t_fast, out_fast = timed(fast, args.repeats)
     mse = float(np.mean((out_fast.left.astype(np.float64) - out_ref.left) ** 2))
     psnr = 10 * np.log10(1.0 / max(mse, 1e-20))
-    cold = render_dp(scene.image, coc, ParametricPSF(PSFParams(6, 0.8, 0.3)), max_layers=64, device="cpu")
     t_cold, _ = timed(lambda: render_dp(scene.image, coc, ParametricPSF(PSFParams(9, 0.4, 0.1)),
-                                        max_layers=64, device="cpu"), 1)
-    del cold
+                                        max_layers=64, device="cpu", threads=args.threads), 1)
 
     rng = np.random.default_rng(0)
     times = []
