@@ -85,6 +85,8 @@ def synth(
     seed: int = typer.Option(0, help="Base seed: sample i uses seed (seed, i)."),
     scene_kind: str = typer.Option("mixed", help="dead_leaves, slanted_plane or mixed."),
     textures: Optional[Path] = typer.Option(None, help="Folder of images to texture dead leaves with."),
+    psf_bank: Optional[Path] = typer.Option(None, help="PSF bank file (.npz) to render with instead of the "
+                                            "Butterworth model (e.g. one calibrated on a device)."),
     max_layers: int = typer.Option(500, help="Maximum depth layers (seed 004: 500)."),
     noise_scale: float = typer.Option(0.1, help="Multiplier on the seed's noise sigma set {0.05..0.5}."),
     distortion: bool = typer.Option(True, help="Apply the camera's radial distortion (seed eq. 5)."),
@@ -99,7 +101,7 @@ def synth(
     try:
         cfg = dataset.SynthConfig(camera=camera, scenes=scenes, size=dataset.parse_size(size), out=out,
                                   format=format, split=split, seed=seed, scene_kind=scene_kind, textures=textures,
-                                  max_layers=max_layers, noise_scale=noise_scale, distortion=distortion,
+                                  psf_bank=psf_bank, max_layers=max_layers, noise_scale=noise_scale, distortion=distortion,
                                   refocus=refocus, device=device, force=force)
         bar, update = _progress(f"synth {camera} {size}")
         kept: list = []

@@ -12,7 +12,6 @@ Everything here is convs, element-wise ops, pads and static slices: no ``unfold`
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch

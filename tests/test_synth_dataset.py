@@ -133,3 +133,15 @@ def test_dual_camera_ground_truth_flow_and_occlusion():
     assert s.occlusion[20:28, 21:27].mean() < 0.1
     assert s.occlusion[20:28, 46:60].mean() < 0.1
     assert not s.occlusion[:10].any()  # far rows: nothing in front
+
+
+def test_psf_bank_option_renders_with_the_bank(tmp_path):
+    from calibration.dp_psf import PSFParams
+    from calibration.psf_bank import PSFBank
+
+    bank_path = PSFBank.from_model(range(-40, 41), [PSFParams(9, 1.0, 0.4)], camera="bank-cam").save(tmp_path / "b.npz")
+    rec = generate(_cfg(tmp_path, format="npz", psf_bank=bank_path, scenes=1))
+    assert rec["samples"][0]["psf_params"]["psf_bank"] == "bank-cam"
+    (tmp_path / "bad.npz").write_bytes(b"garbage")
+    result = CliRunner().invoke(cli.app, ["synth", "--psf-bank", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "y")])
+    assert result.exit_code == 2 and "bad.npz" in result.output and "Traceback" not in result.output

@@ -17,7 +17,9 @@ from typing import Callable
 import numpy as np
 
 from calibration.cameras import CameraError, get_camera, get_pair, load_profiles
+from calibration.psf_bank import PSFBank
 from train.synth import writers
+from train.synth.render import BankPSF
 from train.synth.dp_sample import make_dp_sample
 from train.synth.dual_camera import make_dual_camera_sample
 from train.synth.scenes import load_texture_folder, random_scene
@@ -42,6 +44,7 @@ class SynthConfig:
     seed: int = 0
     scene_kind: str = "mixed"
     textures: Path | None = None
+    psf_bank: Path | None = None
     max_layers: int = 500
     noise_scale: float = 0.1
     distortion: bool = True
@@ -117,6 +120,7 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
     _validate(cfg)
     out = Path(cfg.out)
     textures = load_texture_folder(cfg.textures) if cfg.textures else None
+    bank = PSFBank.load(cfg.psf_bank) if cfg.psf_bank else None
     pair = get_pair(cfg.camera) if _is_pair(cfg.camera) else None
     camera = pair["wide"] if pair else get_camera(cfg.camera)
     h, w = cfg.size
@@ -154,7 +158,8 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
                                      textures=textures)
                 sample = make_dp_sample(scene, camera, rng=rng, noise_scale=cfg.noise_scale,
                                         distortion=cfg.distortion, max_layers=cfg.max_layers,
-                                        refocus=cfg.refocus, device=cfg.device)
+                                        refocus=cfg.refocus, device=cfg.device,
+                                        psf=BankPSF(bank, int(rng.integers(len(bank.params)))) if bank else None)
                 if cfg.format == "dpdd":
                     files = [str(p.relative_to(tmp)) for p in writers.write_dpdd_sample(tmp, cfg.split, name, sample)]
                 elif cfg.format == "pixel":

@@ -53,16 +53,17 @@ def pick_focus_region(depth: np.ndarray, rng: np.random.Generator, tolerance: fl
 def make_dp_sample(scene: Scene, camera: CameraProfile, *, rng: np.random.Generator,
                    psf_params: PSFParams | None = None, noise_sigma: float | None = None,
                    noise_scale: float = 0.1, distortion: bool = True, max_layers: int = 500,
-                   scale: float = 1.0, refocus: bool = False, device="auto") -> DPSample:
+                   scale: float = 1.0, refocus: bool = False, psf=None, device="auto") -> DPSample:
     """Render one DP sample of ``scene`` through ``camera``.
 
     ``noise_sigma`` defaults to a draw from the seed's set {0.05, ..., 0.5} times ``noise_scale``
     (the seed's values are relative to its own normalisation and are strong for real sensors).
     With ``refocus``, a focus region is picked and the scene is re-rendered focused on it (same
-    aperture): the UiD refocus target.
+    aperture): the UiD refocus target. ``psf`` overrides the model PSFs with any provider, e.g.
+    :class:`train.synth.render.BankPSF` over a calibrated PSF bank.
     """
     params = psf_params or sample_psf_params(rng)
-    psf = ParametricPSF(params)
+    psf = psf or ParametricPSF(params)
     image = camera_channels(scene.image, camera)
     coc = camera.coc_px(scene.depth, scale=scale).astype(np.float32)
     views = render_dp(image, coc, psf, max_layers=max_layers, coc_step=COC_STEP, device=device)
@@ -92,7 +93,7 @@ def make_dp_sample(scene: Scene, camera: CameraProfile, *, rng: np.random.Genera
     right = degrade.signal_dependent_noise(right, sigma, rng)
     meta = {
         "scene": scene.name, "scene_meta": scene.meta, "camera": camera.name,
-        "psf_params": params.to_dict(), "noise_sigma": float(sigma), "distortion": coeffs,
+        "psf_params": params.to_dict() if isinstance(psf, ParametricPSF) else getattr(psf, "describe", lambda: {})(), "noise_sigma": float(sigma), "distortion": coeffs,
         "render_scale": scale, "max_layers": max_layers, "layers": int(views.layer_radii.size),
         "coc_range_px": [float(coc.min()), float(coc.max())],
     }

@@ -70,6 +70,10 @@ class BankPSF:
     def __init__(self, bank: PSFBank, param_index: int = 0):
         self.bank, self.param_index = bank, param_index
 
+    def describe(self) -> dict:
+        return {"psf_bank": self.bank.camera, "param_index": self.param_index,
+                "params": self.bank.params[self.param_index], "provenance": self.bank.provenance}
+
     def __call__(self, radius: float) -> tuple[np.ndarray, np.ndarray]:
         r = float(np.clip(radius, self.bank.radii[0], self.bank.radii[-1]))
         return self.bank.psf(r, self.param_index)
