@@ -118,6 +118,44 @@ def synth(
 
 
 @app.command()
+def train(
+    model: str = typer.Option(..., help="rdpd, dc2 or uid."),
+    variant: str = typer.Option("mobile", help="paper, mobile or tiny."),
+    steps: Optional[int] = typer.Option(None, help="Training steps (default: the config file's)."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size per process."),
+    lr: Optional[float] = typer.Option(None, help="Initial learning rate (Adam)."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the data pool, the data order and the init."),
+    out: Path = typer.Option(Path("runs"), help="Runs folder: the run lives in OUT/<model>-<variant>/."),
+    device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads."),
+    resume: bool = typer.Option(False, help="Continue the run in OUT/<model>-<variant>/ exactly where it stopped."),
+    publish: Optional[Path] = typer.Option(None, help="After training, write an fp16 starter checkpoint to "
+                                           "this folder (<model>-<variant>.safetensors + .json)."),
+) -> None:
+    """Train a model on the synthetic engine's data (configs in train/configs/*.yaml).
+    Multi-GPU: torchrun --nproc_per_node=N cli.py train ..."""
+    from train import loop
+
+    try:
+        cfg = loop.load_config(model, variant, {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
+                                                "out": str(out), "device": device, "threads": threads})
+        bar, update = _progress(f"train {model}-{variant}")
+        task_update = lambda done, total, loss, sps: (update(done, total),
+                                                      bar.update(bar.task_ids[0], description=f"train {model}-{variant} loss {loss:.4f} {sps:.1f} samples/s"))
+        with bar:
+            summary = loop.train(cfg, resume=resume, progress=task_update, log=console.print)
+        console.print(f"[green]done[/] {summary['steps']} steps, final loss {summary['final_loss']:.5f}, "
+                      f"{summary['samples_per_s']:.1f} samples/s; run: {summary['run_dir']}")
+        if publish:
+            from train.evaluate import publish_checkpoint
+
+            path = publish_checkpoint(cfg.run_dir, publish)
+            console.print(f"starter checkpoint: {path}")
+    except ValueError as exc:
+        fail(str(exc))
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("demo_out"), help="Folder for the demo's data sets and pictures."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),

@@ -1,0 +1,136 @@
+"""Checkpoints: safetensors weights + a JSON sidecar (ARCHITECTURE.md). Never pickle.
+
+``model.safetensors`` holds the weights; ``model.json`` beside it holds ``format``,
+``schema_version``, ``model``, ``variant``, ``dtype``, ``config``, ``training_data``, ``steps``,
+``metrics`` and the ``sha256`` of the weights file. Loading checks the sidecar, the hash, the
+model name, and refuses unknown or missing keys with a clear error. Writes are atomic.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+FORMAT = "defocus-checkpoint"
+SCHEMA_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupt, of another model, or does not fit the model."""
+
+
+def sidecar_path(path: str | Path) -> Path:
+    return Path(path).with_suffix(".json")
+
+
+def weights_path(path: str | Path) -> Path:
+    p = Path(path)
+    return p if p.suffix == ".safetensors" else p.with_suffix(".safetensors")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; checkpoints are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | Path, model: nn.Module | dict, *, name: str, variant: str,
+                    dtype: torch.dtype = torch.float32, config: dict | None = None,
+                    training_data: dict | None = None, steps: int = 0, metrics: dict | None = None,
+                    extra: dict | None = None) -> Path:
+    """Write weights (cast to ``dtype``; fp16 halves the size) and the sidecar, atomically."""
+    state = model.state_dict() if isinstance(model, nn.Module) else model
+    tensors = {k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
+               for k, v in state.items()}
+    wpath = weights_path(path)
+    _atomic_write(wpath, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT, "model": name}))
+    meta = {
+        "format": FORMAT, "schema_version": SCHEMA_VERSION, "model": name, "variant": variant,
+        "dtype": str(dtype).replace("torch.", ""), "config": config or {}, "training_data": training_data or {},
+        "steps": int(steps), "metrics": metrics or {}, "sha256": sha256_file(wpath),
+        "weights_file": wpath.name, **(extra or {}),
+    }
+    _atomic_write(sidecar_path(wpath), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
+    return wpath
+
+
+def read_checkpoint(path: str | Path, expected_model: str | None = None) -> tuple[dict, dict]:
+    """(state dict as float32 tensors, sidecar metadata), after every check."""
+    wpath = weights_path(path)
+    meta_path = sidecar_path(wpath)
+    if not wpath.is_file():
+        raise CheckpointError(f"{wpath}: checkpoint weights not found")
+    if not meta_path.is_file():
+        raise CheckpointError(f"{meta_path}: checkpoint sidecar (JSON) not found next to the weights")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{meta_path}: sidecar is not valid JSON ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{meta_path}: not a {FORMAT} sidecar (format {meta.get('format')!r})")
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise CheckpointError(f"{meta_path}: schema version {meta.get('schema_version')} is not supported")
+    if expected_model and meta.get("model") != expected_model:
+        raise CheckpointError(f"{wpath}: checkpoint is of model {meta.get('model')!r}, not {expected_model!r}")
+    digest = sha256_file(wpath)
+    if meta.get("sha256") != digest:
+        raise CheckpointError(f"{wpath}: sha256 {digest[:12]}... does not match the sidecar's "
+                              f"{str(meta.get('sha256'))[:12]}... (corrupt or replaced file)")
+    try:
+        tensors = load_file(str(wpath))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{wpath}: unreadable safetensors file ({exc})") from None
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}
+    return state, meta
+
+
+def load_into(model: nn.Module, state: dict, source: str | Path = "checkpoint") -> None:
+    """Load a state dict strictly, with a readable list of what does not fit."""
+    own = model.state_dict()
+    unknown = sorted(set(state) - set(own))
+    missing = sorted(set(own) - set(state))
+    wrong = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if unknown or missing or wrong:
+        parts = []
+        if unknown:
+            parts.append(f"unknown keys {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
+        if missing:
+            parts.append(f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if wrong:
+            parts.append("shape mismatch " + ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+                                                        for k in wrong[:3]))
+        raise CheckpointError(f"{source}: does not fit {type(model).__name__}: " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+
+
+def load_model(path: str | Path, expected_model: str | None = None, device: str | torch.device = "cpu"
+               ) -> tuple[nn.Module, dict]:
+    """Build the checkpoint's model and variant from the registry and load its weights (eval mode)."""
+    from models.registry import get
+
+    state, meta = read_checkpoint(path, expected_model)
+    model = get(meta["model"]).build(meta["variant"])
+    load_into(model, state, weights_path(path))
+    return model.to(device).eval(), meta

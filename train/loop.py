@@ -1,0 +1,293 @@
+"""The training loop: one code path for CPU, one GPU and several GPUs (torchrun + DDP).
+
+- Data: a pool of synthetic examples generated once from fixed seeds (``train.datasets``),
+  from which each step draws a batch, a random patch and a vertical flip. The draw is a pure
+  function of (seed, step, rank), so ``--resume`` continues with exactly the same data order.
+  (Horizontal flips are not used: mirroring swaps the roles of the DP views.)
+- Optimiser Adam, learning rate halved every ``lr_halving_steps`` (seed 004: every 40 epochs).
+- AMP (bfloat16 autocast) on CUDA; float32 on CPU.
+- Checkpoints (``models.checkpoint``: safetensors + JSON) and the resumable training state
+  (optimiser, scheduler, RNG, step; also safetensors + JSON, never pickle), written atomically.
+- Logs: ``metrics.csv`` in the run folder; a progress bar with loss and samples/s.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from safetensors.torch import load_file, save_file
+
+from models.checkpoint import CheckpointError, _atomic_write, load_into, read_checkpoint, save_checkpoint
+from models.registry import get
+from train import losses
+from train.datasets import SAMPLERS, Example
+
+CONFIG_DIR = Path(__file__).with_name("configs")
+
+
+@dataclass
+class TrainConfig:
+    model: str = "rdpd"
+    variant: str = "mobile"
+    steps: int = 1000
+    batch_size: int = 4
+    patch: int = 96  # square training patch, multiple of 16
+    pool_size: int = 64  # synthetic examples generated once at the start
+    pool_image: int = 128  # size of each pool example
+    frames: int = 4  # RDPD clip length
+    lr: float = 5e-4
+    lr_halving_steps: int = 2000
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # only used on CUDA
+    log_every: int = 10
+    checkpoint_every: int = 250
+    threads: int = 1
+    out: str = "runs"
+    checkpoint_dtype: str = "float32"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out) / f"{self.model}-{self.variant}"
+
+
+def load_config(model: str, variant: str, overrides: dict | None = None) -> TrainConfig:
+    """``train/configs/<model>-<variant>.yaml`` (if present) + overrides (e.g. CLI options)."""
+    cfg = {"model": model, "variant": variant}
+    path = CONFIG_DIR / f"{model}-{variant}.yaml"
+    if path.is_file():
+        cfg.update(yaml.safe_load(path.read_text()) or {})
+    known = {f.name for f in fields(TrainConfig)}
+    for k, v in (overrides or {}).items():
+        if v is not None:
+            cfg[k] = v
+    unknown = set(cfg) - known
+    if unknown:
+        raise ValueError(f"{path}: unknown config keys {sorted(unknown)}")
+    out = TrainConfig(**cfg)
+    if out.patch % 16 or out.patch > out.pool_image:
+        raise ValueError(f"patch {out.patch} must be a multiple of 16 and at most pool_image {out.pool_image}")
+    return out
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+# ---------------------------------------------------------------------------------------- data
+
+
+def build_pool(cfg: TrainConfig, progress: Callable[[int, int], None] | None = None) -> list[Example]:
+    """Generate the example pool from fixed seeds (the same config gives the same pool)."""
+    sampler = SAMPLERS[cfg.model]
+    pool = []
+    for i in range(cfg.pool_size):
+        rng = np.random.default_rng([cfg.seed, 1, i])
+        kwargs = {"frames": cfg.frames} if cfg.model == "rdpd" else {}
+        pool.append(sampler(rng, (cfg.pool_image, cfg.pool_image), **kwargs))
+        if progress:
+            progress(i + 1, cfg.pool_size)
+    return pool
+
+
+def draw_batch(pool: list[Example], cfg: TrainConfig, step: int, rank: int = 0) -> tuple[dict, dict]:
+    """Batch for ``step``: a pure function of (seed, step, rank) and the pool."""
+    rng = np.random.default_rng([cfg.seed, 2, step, rank])
+    idx = rng.integers(0, len(pool), cfg.batch_size)
+    p = cfg.patch
+    ins: dict[str, list] = {}
+    tgs: dict[str, list] = {}
+    for i in idx:
+        ex = pool[int(i)]
+        any_arr = next(iter(ex.inputs.values()))
+        H, W = any_arr.shape[-2:]
+        y, x = int(rng.integers(0, H - p + 1)), int(rng.integers(0, W - p + 1))
+        flip = bool(rng.random() < 0.5)
+        for src, dst in ((ex.inputs, ins), (ex.targets, tgs)):
+            for k, v in src.items():
+                crop = v[..., y:y + p, x:x + p]
+                dst.setdefault(k, []).append(crop[..., ::-1, :] if flip else crop)
+    as_t = lambda d: {k: torch.from_numpy(np.ascontiguousarray(np.stack(v))) for k, v in d.items()}
+    return as_t(ins), as_t(tgs)
+
+
+# ---------------------------------------------------------------------------------------- forward
+
+
+def compute_loss(model_name: str, model: torch.nn.Module, ins: dict, tgs: dict) -> dict:
+    spec = get(model_name)
+    if model_name == "rdpd":
+        core = model.module if hasattr(model, "module") else model
+        pred = core.run_sequence(ins["x"]) if not hasattr(model, "module") else _ddp_sequence(model, ins["x"])
+        return losses.rdpd_loss(pred, tgs["y"])
+    out = model(*[ins[n] for n in spec.input_names])
+    named = dict(zip(spec.output_names, out))
+    if model_name == "dc2":
+        return losses.dc2_loss(named, tgs["image"])
+    return losses.uid_loss(named, tgs)
+
+
+def _ddp_sequence(model, frames: torch.Tensor) -> torch.Tensor:
+    """run_sequence through the DDP wrapper's forward so gradients synchronise."""
+    core = model.module
+    b, t = frames.shape[:2]
+    h, c = core.init_state(b, frames.shape[-2], frames.shape[-1])
+    h, c = h.to(frames), c.to(frames)
+    outs = []
+    for i in range(t):
+        y, h, c = model(frames[:, i], h, c)
+        outs.append(y)
+    return torch.stack(outs, 1)
+
+
+# ---------------------------------------------------------------------------------------- state
+
+
+def save_training_state(run_dir: Path, model, optimizer, scheduler, step: int, cfg: TrainConfig,
+                        metrics: dict | None = None) -> Path:
+    """Weights (checkpoint format) + optimiser/scheduler/RNG state, all safetensors + JSON."""
+    core = model.module if hasattr(model, "module") else model
+    ckpt = save_checkpoint(run_dir / "last.safetensors", core, name=cfg.model, variant=cfg.variant,
+                           config=asdict(cfg), steps=step, metrics=metrics or {},
+                           training_data={"source": "synthetic engine", "pool_size": cfg.pool_size,
+                                          "pool_image": cfg.pool_image, "seed": cfg.seed})
+    tensors, structure = {}, {}
+    for pid, st in optimizer.state_dict()["state"].items():
+        for k, v in st.items():
+            tensors[f"opt.{pid}.{k}"] = v.detach().cpu().contiguous() if torch.is_tensor(v) else torch.tensor(v)
+    structure["param_groups"] = optimizer.state_dict()["param_groups"]
+    structure["scheduler"] = scheduler.state_dict()
+    structure["step"] = step
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    _atomic_write(run_dir / "state.safetensors", lambda tmp: save_file(tensors, tmp))
+    _atomic_write(run_dir / "state.json", lambda tmp: Path(tmp).write_text(json.dumps(structure, indent=1)))
+    return ckpt
+
+
+def load_training_state(run_dir: Path, model, optimizer, scheduler, cfg: TrainConfig) -> int:
+    """Restore everything :func:`save_training_state` wrote; returns the step to continue from."""
+    state, meta = read_checkpoint(run_dir / "last.safetensors", expected_model=cfg.model)
+    if meta.get("variant") != cfg.variant:
+        raise CheckpointError(f"{run_dir}: run is of variant {meta.get('variant')!r}, not {cfg.variant!r}")
+    core = model.module if hasattr(model, "module") else model
+    load_into(core, state, run_dir / "last.safetensors")
+    try:
+        tensors = load_file(str(run_dir / "state.safetensors"))
+        structure = json.loads((run_dir / "state.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{run_dir}: training state unreadable ({exc})") from None
+    opt_state: dict = {}
+    for key, v in tensors.items():
+        if key.startswith("opt."):
+            _, pid, name = key.split(".", 2)
+            opt_state.setdefault(int(pid), {})[name] = v
+    optimizer.load_state_dict({"state": opt_state, "param_groups": structure["param_groups"]})
+    scheduler.load_state_dict(structure["scheduler"])
+    torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    return int(structure["step"])
+
+
+# ---------------------------------------------------------------------------------------- loop
+
+
+def _dist_info() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return world, rank, local
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress=None, log: Callable[[str], None] = print,
+          stop_after: int | None = None) -> dict:
+    """Train ``cfg.model``; returns a summary. ``stop_after`` ends the run early at that step
+    (as a kill would, after the last periodic checkpoint) - used by the resume test."""
+    world, rank, local = _dist_info()
+    device = resolve_device(cfg.device)
+    if world > 1:
+        import torch.distributed as dist
+
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend)
+        if device.type == "cuda":
+            device = torch.device("cuda", local)
+            torch.cuda.set_device(device)
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    spec = get(cfg.model)
+    model = spec.build(cfg.variant).to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.lr_halving_steps, gamma=0.5)
+    run_dir = cfg.run_dir
+    start = 0
+    if resume:
+        if not (run_dir / "last.safetensors").is_file():
+            raise CheckpointError(f"{run_dir}: nothing to resume (no last.safetensors)")
+        start = load_training_state(run_dir, model, optimizer, scheduler, cfg)
+        log(f"resuming {cfg.model}-{cfg.variant} at step {start}")
+    elif (run_dir / "last.safetensors").exists():
+        raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(asdict(cfg)))
+    pool = build_pool(cfg)
+    use_amp = cfg.amp and device.type == "cuda"
+    csv_path = run_dir / "metrics.csv"
+    new_csv = not csv_path.exists() or start == 0
+    fh = open(csv_path, "w" if new_csv else "a", newline="")
+    writer = csv.writer(fh)
+    if new_csv:
+        writer.writerow(["step", "loss", "lr", "samples_per_s"])
+    t0, seen, last = time.perf_counter(), 0, {}
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    try:
+        for step in range(start, end):
+            ins, tgs = draw_batch(pool, cfg, step, rank)
+            ins = {k: v.to(device) for k, v in ins.items()}
+            tgs = {k: v.to(device) for k, v in tgs.items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                terms = compute_loss(cfg.model, model, ins, tgs)
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            optimizer.step()
+            scheduler.step()
+            seen += cfg.batch_size * world
+            last = {k: float(v.detach()) for k, v in terms.items()}
+            if not math.isfinite(last["loss"]):
+                raise FloatingPointError(f"loss became {last['loss']} at step {step}; lower --lr")
+            done = step + 1
+            if rank == 0 and (done % cfg.log_every == 0 or done == end):
+                sps = seen / max(time.perf_counter() - t0, 1e-9)
+                writer.writerow([done, f"{last['loss']:.6g}", f"{scheduler.get_last_lr()[0]:.3g}", f"{sps:.2f}"])
+                fh.flush()
+                if progress:
+                    progress(done, cfg.steps, last["loss"], sps)
+            if rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+                save_training_state(run_dir, model, optimizer, scheduler, done, cfg, {"train_loss": last["loss"]})
+    finally:
+        fh.close()
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+    return {"steps": end, "final_loss": last.get("loss"), "run_dir": str(run_dir),
+            "seconds": time.perf_counter() - t0, "samples_per_s": seen / max(time.perf_counter() - t0, 1e-9)}
