@@ -191,6 +191,34 @@ def demo(
     console.print(table)
 
 
+@app.command()
+def inspect(
+    capture: Path = typer.Argument(..., help="A capture file or folder: Pixel *_left.pgm / NNN_left.png, Garg "
+                                   "result_pd_left_<view>.png, a DPDD root, an iPhone .heic, or a UW+W bundle folder."),
+    preview: Optional[Path] = typer.Option(None, "--preview", help="Write a preview PNG of what was read."),
+) -> None:
+    """Say what a capture holds: sizes, bit depth, black level, disparity range, metadata."""
+    from rich.table import Table
+
+    from runtime_py.captures import open_capture
+    from runtime_py.captures.preview import capture_preview
+
+    try:
+        cap = open_capture(capture)
+        if preview:
+            capture_preview(cap, preview)
+    except ValueError as exc:  # CaptureError and other ValueError subclasses
+        fail(str(exc))
+    table = Table(title=f"{capture} ({cap.kind})", show_header=True)
+    table.add_column("field")
+    table.add_column("value", overflow="fold")
+    for key, value in cap.summary():
+        table.add_row(key, value)
+    console.print(table)
+    if preview:
+        console.print(f"preview: {preview}")
+
+
 def main() -> None:
     app()
 

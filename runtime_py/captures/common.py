@@ -228,7 +228,8 @@ def detect_encoding(values: np.ndarray, path: Path, *, nominal_black_code: float
     else:
         white = black + max_code if black and depth == 14 else float(max_code)  # Xin et al.: (x-1024)/(2^14-1)
     if white <= black:
-        raise CaptureError(f"{path}: white level {white:g} <= black level {black:g}")
+        raise CaptureError(f"{path}: white level {white:g} <= black level {black:g} for {depth}-bit data "
+                           "(wrong bit_depth/black_level/white_level?)")
     if vmax > white * 1.001 + 0.5:
         raise CaptureError(f"{path}: values up to {vmax:.0f} exceed the white level {white:.0f} of "
                            f"{depth}-bit data (wrong bit_depth/white_level?)")

@@ -1,0 +1,288 @@
+"""Capture readers on files written in each real on-disk format, and bad inputs."""
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+
+from calibration.cameras import get_camera
+from runtime_py.captures import (CaptureError, DPDDDataset, decode_depth_item, detect_format, open_capture,
+                                 parse_xmp, read_bundle, read_garg, read_heic, read_pixel_pgm, read_pixel_png)
+from train.synth import writers
+from train.synth.dp_sample import make_dp_sample
+from train.synth.scenes import random_scene
+
+
+@pytest.fixture(scope="module")
+def dp_sample():
+    cam = get_camera("pixel4_dp")
+    scene = random_scene("dead_leaves", 96, 256, seed=3, near_m=0.3, far_m=5)  # w/h = 8/3 like 2016x756
+    return make_dp_sample(scene, cam, rng=np.random.default_rng(0), scale=0.125, device="cpu")
+
+
+def _png16(path, values):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), values.astype(np.uint16))
+
+
+# --- Pixel capture app PGM -----------------------------------------------------------------
+
+
+def test_pixel_pgm_roundtrip_detects_10bit_scaled_and_black(tmp_path, dp_sample):
+    cam = get_camera("pixel4_dp")
+    paths = writers.write_pixel_sample(tmp_path, 0, dp_sample, cam)
+    cap = open_capture(paths[1])  # the right file finds its pair too
+    assert cap.kind == "pixel_pgm"
+    assert cap.record["bit_depth"] == 10 and cap.record["black_level_code"] == 64.0
+    assert cap.record["white_level"] == pytest.approx(65535.0)
+    # 10-bit quantisation of (x - 64) / 959: half a code
+    assert np.abs(cap.left - dp_sample.left[..., 0]).max() <= 0.55 / 959
+    assert np.abs(cap.right - dp_sample.right[..., 0]).max() <= 0.55 / 959
+    assert cap.record["pixel_aspect_y_over_x"] == 2.0
+
+
+def test_pgm_overrides_are_used_and_recorded(tmp_path, dp_sample):
+    paths = writers.write_pixel_sample(tmp_path, 0, dp_sample, get_camera("pixel4_dp"))
+    cap = read_pixel_pgm(paths[0], black_level=0)
+    assert cap.record["black_level"] == 0
+    assert any("given by caller" in n for n in cap.record["encoding_notes"])
+    # with black 0 the normalised values rise by 64/1023 at x = 0
+    assert cap.left.min() == pytest.approx(64 / 1023, abs=1e-3)
+
+
+def test_to_square_pixels_keeps_columns_and_horizontal_disparity(tmp_path):
+    h, w, shift = 96, 256, 3
+    x = np.arange(w, dtype=np.float64)
+    rows = 0.5 + 0.4 * np.sin(x / 5.0)
+    left = np.repeat(rows[None], h, 0)
+    right = np.roll(left, shift, axis=1)
+    cam = get_camera("pixel4_dp")
+    for name, img in (("left", left), ("right", right)):
+        writers.write_pgm16(tmp_path / f"20260101_000000_000_{name}.pgm", writers.pixel_dn16(img, cam))
+    cap = open_capture(tmp_path)
+    sq = cap.to_square_pixels()
+    assert sq.left.shape == (2 * h, w)
+    assert sq.record["pixel_aspect_y_over_x"] == 1.0 and "vertical x2" in sq.record["square_pixels_resampled"]
+    row_l, row_r = sq.left[h], sq.right[h]
+    assert np.abs(row_l - cap.left[h // 2]).max() < 1e-6  # columns untouched
+    errs = [np.abs(np.roll(row_l, s)[10:-10] - row_r[10:-10]).mean() for s in range(-6, 7)]
+    assert int(np.argmin(errs)) - 6 == shift
+
+
+# --- Xin et al. 14-bit PNG and Garg layout ---------------------------------------------------
+
+
+def test_pixel_png_14bit_black_1024_and_vignetting(tmp_path, dp_sample):
+    lv = np.round(1024 + dp_sample.left[..., 0] * 16383)
+    rv = np.round(1024 + dp_sample.right[..., 0] * 0.5 * 16383)  # right view darker (vignetting)
+    _png16(tmp_path / "001_left.png", lv)
+    _png16(tmp_path / "001_right.png", rv)
+    shape = lv.shape
+    _png16(tmp_path / "calibration" / "white_sheet_left.png", np.full(shape, 1024 + 0.8 * 16383))
+    _png16(tmp_path / "calibration" / "white_sheet_right.png", np.full(shape, 1024 + 0.4 * 16383))
+    cap = open_capture(tmp_path / "001_left.png")
+    assert cap.kind == "pixel_png"
+    assert cap.record["bit_depth"] == 14 and cap.record["black_level"] == 1024
+    assert np.abs(cap.left - dp_sample.left[..., 0]).max() <= 0.5 / 16383 + 1e-6
+    assert "white_left / white_right" in cap.record["vignetting_correction"]
+    assert np.abs(cap.right - np.clip(dp_sample.right[..., 0], 0, 1)).max() < 2e-3  # gain 2 applied
+    raw = read_pixel_png(tmp_path / "001_left.png", vignetting=False)
+    assert np.abs(raw.right - 0.5 * dp_sample.right[..., 0]).max() < 1e-3
+
+
+def test_garg_layout(tmp_path, dp_sample):
+    for side, img in (("left", dp_sample.left), ("right", dp_sample.right)):
+        _png16(tmp_path / f"raw_{side}_pd" / "cap01" / f"result_pd_{side}_center.png", np.round(img[..., 0] * 1023) * 16)
+    assert detect_format(tmp_path) == "garg"
+    cap = open_capture(tmp_path)
+    assert cap.kind == "garg" and cap.record["view"] == "center"
+    assert cap.record["bit_depth"] == 10 and cap.record["code_scale"] == 16.0 and cap.record["white_level"] == 16368
+    assert np.abs(cap.left - dp_sample.left[..., 0]).max() <= 0.5 / 1023 + 1e-6
+    assert read_garg(tmp_path / "raw_left_pd" / "cap01").left.shape == dp_sample.left.shape[:2]
+
+
+# --- DPDD ------------------------------------------------------------------------------------
+
+
+def test_dpdd_reader_pairs_sorted_and_rotates_portrait(tmp_path):
+    rng = np.random.default_rng(1)
+    imgs = []
+    for name, (h, w) in (("a", (32, 48)), ("b", (48, 32))):  # b is portrait
+        s = SimpleNamespace(**{k: rng.random((h, w, 3)).astype(np.float32) for k in ("left", "right", "combined", "sharp")})
+        writers.write_dpdd_sample(tmp_path, "test", name, s)
+        imgs.append(s)
+    ds = DPDDDataset(tmp_path)
+    assert len(ds) == 2
+    left, right, comb, target = ds[0]
+    assert left.dtype == np.float32 and left.shape == (32, 48, 3)
+    assert np.abs(left - writers.linear_to_srgb(imgs[0].left)).max() <= 0.5 / 65535 + 1e-6  # sRGB as stored
+    left_b = ds[1][0]
+    assert left_b.shape == (32, 48, 3)
+    expect = cv2.rotate(writers.linear_to_srgb(imgs[1].left).astype(np.float32), cv2.ROTATE_90_CLOCKWISE)
+    assert np.abs(left_b - expect).max() < 1e-4
+    cap = open_capture(tmp_path / "test_l" / "source" / "b_L.png")
+    assert cap.kind == "dpdd" and cap.record["index"] == 1
+
+
+# --- bundles and HEIC ----------------------------------------------------------------------------
+
+
+def _bundle(tmp_path, *, disp_shape=(60, 80), meta_extra=None, wide=True):
+    rng = np.random.default_rng(2)
+    if wide:
+        cv2.imwrite(str(tmp_path / "wide.png"), (rng.random((120, 160, 3)) * 65535).astype(np.uint16))
+    cv2.imwrite(str(tmp_path / "ultrawide.jpg"), (rng.random((120, 160, 3)) * 255).astype(np.uint8))
+    codes = (np.linspace(0, 1, disp_shape[0] * disp_shape[1]).reshape(disp_shape) * 65535).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "disparity.png"), codes)
+    meta = {"wide": {"fov_deg": 70.0}, "ultrawide": {"focal_length_35mm": 13}, "baseline_mm": 12,
+            "disparity": {"range": [0.2, 3.0], "units": "1/m"}, "white_balance": {"wide": [2.0, 1.0, 1.6]},
+            "focus_distance_m": 0.8, "f_number": 1.78}
+    meta.update(meta_extra or {})
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    return codes
+
+
+def test_bundle_reads_16bit_disparity_and_focal_lengths(tmp_path):
+    codes = _bundle(tmp_path)
+    cap = open_capture(tmp_path)
+    assert cap.kind == "bundle"
+    assert cap.wide.shape == (120, 160, 3) and cap.ultrawide.shape == (120, 160, 3)
+    assert cap.disparity.shape == (120, 160)  # resampled to the wide grid, recorded
+    assert "80x60 -> 160x120" in cap.record["disparity"]["resampled"]
+    assert cap.record["disparity_range"][0] == pytest.approx(0.2, abs=1e-3)
+    assert cap.record["disparity_range"][1] == pytest.approx(3.0, abs=2e-3)
+    assert cap.record["wide_focal_px"] == pytest.approx(80 / np.tan(np.radians(35)), rel=1e-4)
+    assert cap.record["ultrawide_focal_px"] == pytest.approx(160 * 13 / 36, rel=1e-4)
+    assert cap.record["warnings"] == []
+    assert codes.max() == 65535
+
+
+def test_bundle_missing_wide_and_meta_lists_everything(tmp_path):
+    _bundle(tmp_path, wide=False)
+    (tmp_path / "meta.json").unlink()
+    with pytest.raises(CaptureError, match=r"missing: wide image .*meta\.json"):
+        read_bundle(tmp_path)
+
+
+def test_bundle_disparity_of_other_aspect_and_nan(tmp_path):
+    _bundle(tmp_path, disp_shape=(50, 90))
+    with pytest.raises(CaptureError, match="disparity.png.*aspect ratio"):
+        read_bundle(tmp_path)
+    (tmp_path / "disparity.png").unlink()
+    d = np.ones((120, 160), np.float32)
+    d[3, 4] = np.nan
+    np.save(tmp_path / "disparity.npy", d)
+    with pytest.raises(CaptureError, match=r"disparity.npy: disparity holds 1 NaN"):
+        read_bundle(tmp_path)
+
+
+def test_bundle_disparity_png_without_range_is_reported(tmp_path):
+    _bundle(tmp_path, meta_extra={"disparity": {"units": "1/m"}})
+    with pytest.raises(CaptureError, match="disparity.range or disparity.scale"):
+        read_bundle(tmp_path)
+
+
+APPLE_XMP = b"""<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
+<rdf:Description xmlns:apdi="http://ns.apple.com/pixeldatainfo/1.0/" apdi:NativeFormat="1751411059"
+ apdi:FloatMinValue="0.25" apdi:FloatMaxValue="2.5" apdi:IntrinsicMatrixReferenceWidth="4032"
+ apdi:IntrinsicMatrixReferenceHeight="3024"><apdi:IntrinsicMatrix><rdf:Seq><rdf:li>2800.5</rdf:li><rdf:li>0</rdf:li>
+<rdf:li>0</rdf:li><rdf:li>0</rdf:li><rdf:li>2800.5</rdf:li><rdf:li>0</rdf:li><rdf:li>2010.0</rdf:li>
+<rdf:li>1500.0</rdf:li><rdf:li>1</rdf:li></rdf:Seq></apdi:IntrinsicMatrix></rdf:Description></rdf:RDF></x:xmpmeta>"""
+
+
+def test_depth_item_decoding_from_xmp_and_representation_info():
+    codes = np.array([[0, 51, 255]], np.uint8)
+    xmp = parse_xmp(APPLE_XMP)
+    disp, rec = decode_depth_item(codes, None, xmp)
+    assert np.allclose(disp, [[0.25, 0.25 + 0.2 * 2.25, 2.5]], atol=1e-6)
+    assert "XMP" in rec["range_source"]
+    disp2, rec2 = decode_depth_item(codes, {"d_min": 1.0, "d_max": 3.0, "representation_type": 1}, xmp)
+    assert np.allclose(disp2, [[1.0, 1.4, 3.0]], atol=1e-6) and "HEVC" in rec2["range_source"]
+    with pytest.raises(CaptureError, match="no float range"):
+        decode_depth_item(codes, None, {})
+    with pytest.raises(CaptureError, match="uniform_Z"):
+        decode_depth_item(codes, {"d_min": 1.0, "d_max": 3.0, "representation_type": 2}, xmp)
+
+
+def test_heic_primary_with_xmp_intrinsics(tmp_path):
+    pillow_heif = pytest.importorskip("pillow_heif")
+    img = np.zeros((64, 96, 3), np.uint8)
+    img[:, :48] = (200, 40, 40)
+    img[:, 48:] = (30, 160, 220)
+    pillow_heif.from_bytes("RGB", (96, 64), img.tobytes()).save(tmp_path / "p.heic", quality=95, xmp=APPLE_XMP)
+    cap = open_capture(tmp_path / "p.heic")
+    assert cap.kind == "iphone_heic" and cap.wide.shape == (64, 96, 3)
+    assert np.abs(cap.wide[10:-10, 5:40].mean((0, 1)) - np.array([200, 40, 40]) / 255).max() < 0.05
+    assert cap.record["disparity"] == "no depth image in this HEIC"  # pillow-heif cannot write depth items
+    assert cap.record["intrinsics"]["fx"] == 2800.5 and cap.record["intrinsics"]["cx"] == 2010.0
+
+
+# --- bad files -------------------------------------------------------------------------------
+
+
+def test_truncated_pgm_names_file_and_sizes(tmp_path, dp_sample):
+    paths = writers.write_pixel_sample(tmp_path, 0, dp_sample, get_camera("pixel4_dp"))
+    data = paths[1].read_bytes()
+    paths[1].write_bytes(data[: len(data) // 2])
+    with pytest.raises(CaptureError, match=r"_right\.pgm: truncated PGM: 256x96 at 16 bits needs 49152 bytes"):
+        open_capture(paths[0])
+
+
+def test_corrupt_and_truncated_png(tmp_path, dp_sample):
+    lv = np.round(1024 + dp_sample.left[..., 0] * 16383)
+    _png16(tmp_path / "001_left.png", lv)
+    (tmp_path / "001_right.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(200)))
+    with pytest.raises(CaptureError, match=r"001_right\.png: right DP view could not be decoded"):
+        read_pixel_png(tmp_path / "001_left.png")
+    data = (tmp_path / "001_left.png").read_bytes()
+    (tmp_path / "001_right.png").write_bytes(data[: len(data) - 40])
+    with pytest.raises(CaptureError, match=r"001_right\.png: right DP view (is truncated|could not be decoded)"):
+        read_pixel_png(tmp_path / "001_left.png")
+
+
+def test_wrong_bit_depth(tmp_path, dp_sample):
+    _png16(tmp_path / "001_left.png", np.round(1024 + dp_sample.left[..., 0] * 16383))
+    _png16(tmp_path / "001_right.png", np.round(1024 + dp_sample.right[..., 0] * 16383))
+    with pytest.raises(CaptureError, match="10-bit data"):
+        read_pixel_png(tmp_path / "001_left.png", bit_depth=10)
+    cv2.imwrite(str(tmp_path / "002_left.png"), (dp_sample.left[..., 0] * 255).astype(np.uint8))
+    cv2.imwrite(str(tmp_path / "002_right.png"), (dp_sample.right[..., 0] * 255).astype(np.uint8))
+    with pytest.raises(CaptureError, match=r"002_left\.png: left DP view is 8-bit"):
+        read_pixel_png(tmp_path / "002_left.png")
+
+
+def test_left_right_size_mismatch(tmp_path, dp_sample):
+    cam = get_camera("pixel4_dp")
+    writers.write_pgm16(tmp_path / "x_left.pgm", writers.pixel_dn16(dp_sample.left, cam))
+    writers.write_pgm16(tmp_path / "x_right.pgm", writers.pixel_dn16(dp_sample.right[:, :200], cam))
+    with pytest.raises(CaptureError, match=r"x_right\.pgm: right view is 200x96 but left view x_left\.pgm is 256x96"):
+        read_pixel_pgm(tmp_path / "x_left.pgm")
+
+
+def test_unknown_inputs_raise_value_errors(tmp_path):
+    with pytest.raises(CaptureError, match="no such file"):
+        open_capture(tmp_path / "nope.pgm")
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(CaptureError, match="unrecognised capture file"):
+        open_capture(tmp_path / "notes.txt")
+    with pytest.raises(ValueError, match="folder holds no known capture"):
+        open_capture(tmp_path)
+
+
+def test_cli_inspect_prints_and_fails_cleanly(tmp_path):
+    from typer.testing import CliRunner
+
+    import cli
+
+    _bundle(tmp_path)
+    runner = CliRunner()
+    res = runner.invoke(cli.app, ["inspect", str(tmp_path), "--preview", str(tmp_path / "prev.png")])
+    assert res.exit_code == 0, res.output
+    assert "disparity_range" in res.output and "wide_focal_px" in res.output
+    assert cv2.imread(str(tmp_path / "prev.png")).shape[0] == 384
+    (tmp_path / "wide.png").unlink()
+    res = runner.invoke(cli.app, ["inspect", str(tmp_path)])
+    assert res.exit_code == 2 and "missing: wide image" in res.output and "Traceback" not in res.output

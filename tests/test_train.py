@@ -1,0 +1,109 @@
+"""Training: losses, metrics, the loop (loss goes down, exact resume) and checkpoint errors."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
+from models.registry import get
+from train import losses, metrics
+from train.loop import build_pool, draw_batch, load_config, train
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_edge_loss_zero_for_identical_and_grows_with_blur():
+    x = torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+    assert losses.edge_loss(x, x).item() == 0.0
+    blurs = [F.avg_pool2d(x, k, 1, k // 2) for k in (3, 5, 9)]
+    values = [losses.edge_loss(b, x).item() for b in blurs]
+    assert 0 < values[0] < values[1] < values[2]
+
+
+def test_metrics_known_values():
+    a = torch.zeros(1, 3, 16, 16)
+    b = torch.full((1, 3, 16, 16), 0.1)
+    assert metrics.psnr(a, b) == pytest.approx(20.0)
+    assert metrics.mae(a, b) == pytest.approx(0.1)
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    assert metrics.ssim(x, x) == pytest.approx(1.0)
+    assert metrics.ssim(F.avg_pool2d(x, 5, 1, 2), x) < 0.9
+
+
+@pytest.mark.parametrize("model,lr,steps", [("rdpd", 1e-2, 50), ("dc2", 3e-4, 40), ("uid", 2e-3, 25)])
+def test_few_steps_reduce_loss_on_a_fixed_batch(model, lr, steps):
+    cfg = load_config(model, "tiny", {"pool_size": 2, "batch_size": 2})
+    torch.manual_seed(0)
+    net = get(model).build("tiny").train()
+    pool = build_pool(cfg)
+    ins, tgs = draw_batch(pool, cfg, step=0)
+    from train.loop import compute_loss
+
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    history = []
+    for _ in range(steps):
+        loss = compute_loss(model, net, ins, tgs)["loss"]
+        history.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    history.append(compute_loss(model, net, ins, tgs)["loss"].item())
+    assert min(history[-5:]) < 0.9 * history[0]  # Adam is bumpy: the recent best must beat the start
+
+
+def test_data_order_is_a_function_of_step():
+    cfg = load_config("uid", "tiny", {"pool_size": 3})
+    pool = build_pool(cfg)
+    a, _ = draw_batch(pool, cfg, 7)
+    b, _ = draw_batch(pool, cfg, 7)
+    c, _ = draw_batch(pool, cfg, 8)
+    assert torch.equal(a["left"], b["left"]) and not torch.equal(a["left"], c["left"])
+
+
+def test_resume_equals_uninterrupted_run_bit_for_bit(tmp_path):
+    over = {"steps": 8, "checkpoint_every": 4, "pool_size": 2}
+    full = load_config("rdpd", "tiny", {**over, "out": str(tmp_path / "full")})
+    train(full, log=lambda s: None)
+    part = load_config("rdpd", "tiny", {**over, "out": str(tmp_path / "part")})
+    train(part, log=lambda s: None, stop_after=6)  # "killed" at step 6: last checkpoint is step 4
+    assert json.loads((part.run_dir / "state.json").read_text())["step"] == 4
+    train(part, resume=True, log=lambda s: None)
+    a, _ = read_checkpoint(full.run_dir / "last.safetensors")
+    b, meta = read_checkpoint(part.run_dir / "last.safetensors")
+    assert meta["steps"] == 8
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_checkpoint_errors(tmp_path):
+    net = get("uid").build("tiny")
+    path = save_checkpoint(tmp_path / "uid.safetensors", net, name="uid", variant="tiny")
+    model, meta = load_model(path)
+    assert meta["model"] == "uid"
+    with pytest.raises(CheckpointError, match="of model 'uid', not 'rdpd'"):
+        load_model(path, expected_model="rdpd")
+    blob = bytearray(path.read_bytes())
+    blob[-10] ^= 0xFF
+    path.write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="sha256"):
+        load_model(path)
+    # a checkpoint whose keys do not fit its declared model
+    other = save_checkpoint(tmp_path / "wrong.safetensors", {"foo.weight": torch.zeros(2)}, name="uid", variant="tiny")
+    with pytest.raises(CheckpointError, match="unknown keys \\['foo.weight'\\]"):
+        load_model(other)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_model(tmp_path / "missing.safetensors")
+
+
+def test_resume_without_a_run_is_a_clear_error(tmp_path):
+    cfg = load_config("uid", "tiny", {"out": str(tmp_path)})
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        train(cfg, resume=True, log=lambda s: None)
