@@ -156,6 +156,47 @@ def train(
 
 
 @app.command()
+def evaluate(
+    model: str = typer.Option(..., help="rdpd, dc2 or uid."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint (.safetensors with its .json); "
+                                              "omit to score only the baselines."),
+    data: str = typer.Option("synthetic:test", help="synthetic:test (the fixed synthetic test split)."),
+    count: int = typer.Option(16, help="Examples in the synthetic test split."),
+    size: int = typer.Option(128, help="Test image size (square, multiple of 16)."),
+    wiener: bool = typer.Option(True, help="Also score Wiener deconvolution with the true PSF (DP deblurring)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON."),
+) -> None:
+    """PSNR / SSIM / MAE of a checkpoint next to doing nothing (the blurred input) and a classical
+    baseline (Wiener deconvolution with the true PSF), on the fixed synthetic test split."""
+    import json as _json
+
+    from rich.table import Table
+
+    from models.checkpoint import load_model
+    from train.evaluate import evaluate as run_eval, test_split
+
+    if data != "synthetic:test":
+        fail(f"unknown --data {data!r}: this version evaluates on synthetic:test (folder data sets: see docs/TRAINING.md)")
+    try:
+        net = load_model(checkpoint, expected_model=model)[0] if checkpoint else None
+        examples = test_split(model, count, size)
+        scores = run_eval(model, net, examples, wiener=wiener and model in ("rdpd", "uid"))
+    except ValueError as exc:
+        fail(str(exc))
+    table = Table(title=f"{model} on synthetic:test ({count} x {size}x{size})")
+    for col in ("task", "method", "PSNR dB", "SSIM", "MAE", "vs input dB"):
+        table.add_column(col)
+    for task, methods in scores.items():
+        base = next(v["psnr"] for k, v in methods.items() if k.startswith("input"))
+        for method, v in methods.items():
+            table.add_row(task, method, f"{v['psnr']:.2f}", f"{v['ssim']:.3f}", f"{v['mae']:.4f}", f"{v['psnr'] - base:+.2f}")
+    console.print(table)
+    if json_out:
+        json_out.write_text(_json.dumps({"model": model, "checkpoint": str(checkpoint) if checkpoint else None,
+                                         "count": count, "size": size, "scores": scores}, indent=1))
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("demo_out"), help="Folder for the demo's data sets and pictures."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),

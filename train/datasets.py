@@ -13,7 +13,7 @@ full frame (``models.radial``). All arrays are float32 CHW (clips: T x C x H x W
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -67,6 +67,7 @@ def _radial_for_crop(h: int, w: int, rng: np.random.Generator, frame_scale: floa
 class Example:
     inputs: dict  # name -> float32 array (CHW, or TCHW for clips)
     targets: dict
+    meta: dict = field(default_factory=dict)  # e.g. PSF parameters (for the Wiener baseline)
 
 
 def rdpd_clip(rng: np.random.Generator, size=(128, 128), frames: int = 4, camera: str | None = None,
@@ -81,7 +82,7 @@ def rdpd_clip(rng: np.random.Generator, size=(128, 128), frames: int = 4, camera
     s = make_dp_sample(scene, cam, rng=rng, distortion=False, device=device)
     y0, x0 = pick_textured_crop(s.sharp, (h + 2 * m, w + 2 * m), rng)
     fh, fw, top, left = _radial_for_crop(h, w, rng, margin=m)
-    xs, ts = [], []
+    xs, ts, cocs = [], [], []
     pos = np.array([m, m], float)
     for _ in range(frames):
         yy, xx = int(round(pos[0])), int(round(pos[1]))
@@ -89,9 +90,11 @@ def rdpd_clip(rng: np.random.Generator, size=(128, 128), frames: int = 4, camera
         radial = radial_map(h, w, fh, fw, top + yy - m, left + xx - m)
         xs.append(np.concatenate([_chw(s.left[sl]), _chw(s.right[sl]), _chw(radial)]))
         ts.append(_chw(s.sharp[sl]))
+        cocs.append(_chw(s.coc[sl]))
         pos = np.clip(pos + rng.normal(0, motion_px, 2), 0, 2 * m)
     return Example({"x": np.stack(xs)}, {"y": np.stack(ts), "combined": np.stack([
-        0.5 * (x[:3] + x[3:6]) for x in xs])})
+        0.5 * (x[:3] + x[3:6]) for x in xs]), "coc": np.stack(cocs)}, {"psf_params": s.meta["psf_params"],
+                                                                          "camera": cam.name})
 
 
 def dc2_sample(rng: np.random.Generator, size=(128, 128), all_in_focus_prob: float = 0.5, device="cpu") -> Example:
@@ -114,7 +117,8 @@ def dc2_sample(rng: np.random.Generator, size=(128, 128), all_in_focus_prob: flo
         {"wide": _chw(s.wide), "ultrawide": _chw(uw),
          "defocus_wide": _chw(np.clip(s.defocus_wide / DC2_DEFOCUS_NORM_PX, 0, 1)),
          "defocus_target": _chw(np.clip(target_map, 0, 1)), "radial": _chw(radial_map(h, w, fh, fw, top, left))},
-        {"image": _chw(target), "sharp": _chw(s.sharp), "occlusion": _chw(s.occlusion.astype(np.float32))})
+        {"image": _chw(target), "sharp": _chw(s.sharp), "occlusion": _chw(s.occlusion.astype(np.float32))},
+        {"all_in_focus": bool(aif)})
 
 
 def uid_sample(rng: np.random.Generator, size=(128, 128), camera: str | None = None, device="cpu") -> Example:
@@ -127,7 +131,8 @@ def uid_sample(rng: np.random.Generator, size=(128, 128), camera: str | None = N
     return Example(
         {"left": _chw(s.left), "right": _chw(s.right), "focus_mask": _chw(s.focus_mask.astype(np.float32))},
         {"all_in_focus": _chw(s.sharp), "refocused": _chw(s.refocused),
-         "defocus": _chw(np.clip(s.coc / UID_COC_NORM_PX, -1, 1)), "combined": _chw(s.combined)})
+         "defocus": _chw(np.clip(s.coc / UID_COC_NORM_PX, -1, 1)), "combined": _chw(s.combined),
+         "coc": _chw(s.coc)}, {"psf_params": s.meta["psf_params"], "camera": cam.name})
 
 
 SAMPLERS = {"rdpd": rdpd_clip, "dc2": dc2_sample, "uid": uid_sample}

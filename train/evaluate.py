@@ -16,3 +16,99 @@ def publish_checkpoint(run_dir: Path, dest: Path, dtype=torch.float16, metrics: 
     return save_checkpoint(Path(dest) / f"{name}.safetensors", state, name=meta["model"], variant=meta["variant"],
                            dtype=dtype, config=meta.get("config"), training_data=meta.get("training_data"),
                            steps=meta.get("steps", 0), metrics={**meta.get("metrics", {}), **(metrics or {})})
+
+
+# ------------------------------------------------------------------------------- test split
+
+import numpy as np  # noqa: E402
+
+from calibration.dp_psf import PSFParams, combined_psf  # noqa: E402
+from train import metrics  # noqa: E402
+from train.datasets import SAMPLERS, Example  # noqa: E402
+
+TEST_SEED = 20261122  # the fixed synthetic test split: examples i = 0..count-1 use seed (TEST_SEED, 3, i)
+
+
+def test_split(model: str, count: int = 16, size: int = 128, seed: int = TEST_SEED) -> list[Example]:
+    """The fixed synthetic test split of ``model`` (deterministic: same arguments, same data)."""
+    out = []
+    for i in range(count):
+        rng = np.random.default_rng([seed, 3, i])
+        kwargs = {"frames": 4} if model == "rdpd" else {}
+        if model == "dc2":
+            kwargs["all_in_focus_prob"] = 1.0 if i % 2 == 0 else 0.0  # half deblurring, half refocusing
+        out.append(SAMPLERS[model](rng, (size, size), **kwargs))
+    return out
+
+
+def wiener_deblur(blurred: np.ndarray, coc: np.ndarray, params: dict, nsr: float = 0.03) -> np.ndarray:
+    """Classical baseline with the true PSF: per depth layer (CoC rounded to 0.25 px) Wiener-
+    deconvolve the whole image with that layer's combined PSF, keep that layer's pixels.
+    ``blurred`` C x H x W, ``coc`` H x W."""
+    prm = PSFParams(**params)
+    c, h, w = blurred.shape
+    pad = 48
+    padded = np.pad(blurred, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
+    spec = np.fft.rfft2(padded)
+    out = np.empty_like(blurred)
+    q = np.round(coc / 0.25) * 0.25
+    for r in np.unique(q):
+        k = combined_psf(float(r), prm)
+        ks = k.shape[0]
+        kp = np.zeros(padded.shape[1:])
+        kp[:ks, :ks] = k
+        kp = np.roll(kp, (-(ks // 2), -(ks // 2)), axis=(0, 1))
+        kf = np.fft.rfft2(kp)
+        est = np.fft.irfft2(spec * np.conj(kf) / (np.abs(kf) ** 2 + nsr), s=padded.shape[1:])
+        mask = q == r
+        out[:, mask] = est[:, pad:pad + h, pad:pad + w][:, mask]
+    return np.clip(out, 0, 1)
+
+
+def _scores(pred, target) -> dict:
+    return {"psnr": metrics.psnr(pred, target), "ssim": metrics.ssim(pred, target), "mae": metrics.mae(pred, target)}
+
+
+def _mean(rows: list[dict]) -> dict:
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
+@torch.no_grad()
+def evaluate(model_name: str, model: torch.nn.Module | None, examples: list[Example],
+             wiener: bool = True) -> dict[str, dict]:
+    """Scores per task and method: {"deblur": {"input": {...}, "wiener (true PSF)": {...},
+    "model": {...}}, ...}. ``model`` None scores only the baselines."""
+    from models.registry import get
+
+    spec = get(model_name)
+    rows: dict[str, dict[str, list]] = {}
+    add = lambda task, method, s: rows.setdefault(task, {}).setdefault(method, []).append(s)
+    for ex in examples:
+        t = {k: torch.from_numpy(v) for k, v in ex.inputs.items()}
+        if model_name == "rdpd":
+            frames, targets = ex.inputs["x"], ex.targets["y"]
+            pred = model.run_sequence(t["x"][None])[0].numpy() if model is not None else None
+            for i in range(frames.shape[0]):
+                add("deblur", "input (combined view)", _scores(ex.targets["combined"][i], targets[i]))
+                if wiener:
+                    w = wiener_deblur(ex.targets["combined"][i], ex.targets["coc"][i, 0], ex.meta["psf_params"])
+                    add("deblur", "wiener (true PSF)", _scores(w, targets[i]))
+                if pred is not None:
+                    add("deblur", "model", _scores(pred[i], targets[i]))
+        elif model_name == "uid":
+            if wiener:
+                w = wiener_deblur(ex.targets["combined"], ex.targets["coc"][0], ex.meta["psf_params"])
+                add("deblur", "wiener (true PSF)", _scores(w, ex.targets["all_in_focus"]))
+            add("deblur", "input (combined view)", _scores(ex.targets["combined"], ex.targets["all_in_focus"]))
+            add("refocus", "input (combined view)", _scores(ex.targets["combined"], ex.targets["refocused"]))
+            if model is not None:
+                out = dict(zip(spec.output_names, model(*[t[n][None] for n in spec.input_names])))
+                add("deblur", "model", _scores(out["all_in_focus"][0], ex.targets["all_in_focus"]))
+                add("refocus", "model", _scores(out["refocused"][0], ex.targets["refocused"]))
+        else:  # dc2
+            task = "all-in-focus" if ex.meta.get("all_in_focus") else "refocus"
+            add(task, "input (W)", _scores(ex.inputs["wide"], ex.targets["image"]))
+            if model is not None:
+                out = dict(zip(spec.output_names, model(*[t[n][None] for n in spec.input_names])))
+                add(task, "model", _scores(out["image"][0], ex.targets["image"]))
+    return {task: {m: _mean(v) for m, v in methods.items()} for task, methods in rows.items()}
