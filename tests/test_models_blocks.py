@@ -22,16 +22,6 @@ def _seed():
     torch.manual_seed(0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: the test machine's cores are shared, and OpenMP spinning on a busy
-    core slows small convs down a hundredfold."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # -- dynamic filter ------------------------------------------------------------------------------
 
 

@@ -12,14 +12,6 @@ from train import losses, metrics
 from train.loop import build_pool, draw_batch, load_config, train
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_edge_loss_zero_for_identical_and_grows_with_blur():
     x = torch.rand(1, 3, 48, 48, generator=torch.Generator().manual_seed(0))
     assert losses.edge_loss(x, x).item() == 0.0
