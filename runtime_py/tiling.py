@@ -1,0 +1,169 @@
+"""Full-resolution inference with fixed-size models: overlapping tiles, feathered blending, and
+RDPD streaming with per-tile recurrent state.
+
+Exported models have static shapes, so an image larger than the export size is cut into tiles
+that overlap by ``overlap`` px. Tiles start at the image's top-left and the last tile of each
+row/column is flush with the image's far edge, so a tile edge is either an image edge (where the
+tile sees the same border as whole-image inference) or an inner seam. Blending weights are 0
+within ``overlap // 4`` px of an inner seam and ramp to 1 over the middle of the overlap: when the
+model's receptive-field radius is at most ``overlap // 4``, the tiled result equals whole-image
+inference everywhere (up to float rounding). The radial map (distance to the *full* image's
+centre) is computed per tile from its position (seed 004: each patch carries its own slice).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from models.radial import radial_map
+
+Arrays = dict[str, np.ndarray]
+RunFn = Callable[[Arrays], Arrays]
+
+
+class TilingError(ValueError):
+    """Inputs that cannot be tiled (wrong rank, sizes that disagree, tile larger than image...)."""
+
+
+def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets along one axis: step ``tile - overlap``, last tile flush with the end."""
+    if tile > size:
+        raise TilingError(f"tile {tile} is larger than the image side {size}")
+    if not 0 <= overlap < tile:
+        raise TilingError(f"overlap {overlap} must be in [0, tile {tile})")
+    if tile == size:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, size - tile, step))
+    starts.append(size - tile)
+    return sorted(set(starts))
+
+
+def _ramp(length: int, start_inner: bool, end_inner: bool, overlap: int) -> np.ndarray:
+    margin = overlap // 4
+    ramp = max(overlap - 2 * margin, 1)
+    d = np.arange(length, dtype=np.float64)
+    w = np.ones(length)
+    if start_inner:
+        w = np.minimum(w, np.clip((d - margin + 1) / ramp, 0, 1))
+    if end_inner:
+        w = np.minimum(w, np.clip((length - 1 - d - margin + 1) / ramp, 0, 1))
+    return w
+
+
+def feather_weights(th: int, tw: int, inner: tuple[bool, bool, bool, bool], overlap: int) -> np.ndarray:
+    """(th, tw) blending weights; ``inner`` = (top, bottom, left, right) edges that are seams."""
+    wy = _ramp(th, inner[0], inner[1], overlap)
+    wx = _ramp(tw, inner[2], inner[3], overlap)
+    return np.outer(wy, wx)
+
+
+@dataclass
+class RadialInput:
+    """Where a model takes its radial map: input ``name``, channel ``channel``."""
+
+    name: str
+    channel: int = 0
+
+
+@dataclass
+class TiledRunner:
+    """Run ``fn`` (named NCHW inputs -> named NCHW outputs, fixed ``tile`` size) over a large image.
+
+    Spatial inputs are those whose last two dims equal the image size; others (e.g. RDPD state)
+    are handled by :class:`StreamingTiledRunner`. Outputs may be at a fraction of the input
+    scale (DC2's 1/2..1/8 side outputs): their tiles are blended at their own scale."""
+
+    fn: RunFn
+    tile: tuple[int, int]
+    overlap: int = 32
+    radial: RadialInput | None = None
+    _last_tiles: int = field(default=0, init=False)
+
+    def _plan(self, h: int, w: int):
+        th, tw = self.tile
+        ys, xs = tile_starts(h, th, self.overlap), tile_starts(w, tw, self.overlap)
+        for y in ys:
+            for x in xs:
+                inner = (y > 0, y + th < h, x > 0, x + tw < w)
+                yield y, x, inner
+
+    def _tile_inputs(self, inputs: Arrays, y: int, x: int, h: int, w: int) -> Arrays:
+        th, tw = self.tile
+        out = {k: np.ascontiguousarray(v[..., y:y + th, x:x + tw]) for k, v in inputs.items()}
+        if self.radial is not None:
+            r = radial_map(th, tw, h, w, y, x).astype(np.float32)
+            arr = out[self.radial.name].copy()
+            arr[:, self.radial.channel] = r
+            out[self.radial.name] = arr
+        return out
+
+    def __call__(self, inputs: Arrays, state_fn: Callable[[int, Arrays], Arrays] | None = None) -> Arrays:
+        shapes = {k: v.shape for k, v in inputs.items()}
+        if not inputs or any(len(s) != 4 for s in shapes.values()):
+            raise TilingError(f"inputs must be NCHW arrays, got {shapes}")
+        h, w = next(iter(shapes.values()))[-2:]
+        if any(s[-2:] != (h, w) for s in shapes.values()):
+            raise TilingError(f"spatial inputs differ in size: {shapes}")
+        acc: dict[str, np.ndarray] = {}
+        wsum: dict[str, np.ndarray] = {}
+        th, tw = self.tile
+        n = 0
+        for i, (y, x, inner) in enumerate(self._plan(h, w)):
+            tile_in = self._tile_inputs(inputs, y, x, h, w)
+            if state_fn is not None:
+                tile_in = state_fn(i, tile_in)
+            outs = self.fn(tile_in)
+            n += 1
+            for name, out in outs.items():
+                oh, ow = out.shape[-2:]
+                sy, sx = oh / th, ow / tw
+                if name not in acc:
+                    acc[name] = np.zeros(out.shape[:2] + (int(round(h * sy)), int(round(w * sx))), np.float64)
+                    wsum[name] = np.zeros((int(round(h * sy)), int(round(w * sx))), np.float64)
+                wt = feather_weights(oh, ow, inner, max(int(round(self.overlap * sy)), 1))
+                oy, ox = int(round(y * sy)), int(round(x * sx))
+                acc[name][..., oy:oy + oh, ox:ox + ow] += out * wt
+                wsum[name][oy:oy + oh, ox:ox + ow] += wt
+        self._last_tiles = n
+        return {k: (acc[k] / np.maximum(wsum[k], 1e-12)).astype(np.float32) for k in acc}
+
+
+class StreamingTiledRunner:
+    """RDPD over a burst or video: each tile keeps its own ConvLSTM state between frames.
+
+    ``fn`` takes {x, h, c} and returns {y, h_next, c_next}; ``state_shape(tile_h, tile_w)`` gives
+    the zero state. Call :meth:`reset` between unrelated sequences."""
+
+    def __init__(self, fn: RunFn, tile: tuple[int, int], state_shapes: dict[str, tuple], overlap: int = 32,
+                 x_name: str = "x", radial_channel: int = 6,
+                 state_io: tuple[tuple[str, str], ...] = (("h", "h_next"), ("c", "c_next"))):
+        self.state_shapes, self.state_io = state_shapes, state_io
+        self.states: dict[int, Arrays] = {}
+        self.x_name = x_name
+        self._fn = fn
+        self._runner = TiledRunner(fn, tile, overlap, RadialInput(x_name, radial_channel))
+
+    def reset(self) -> None:
+        self.states = {}
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        """One frame (1 x 7 x H x W) -> the deblurred frame (1 x 3 x H x W)."""
+        new_states: dict[int, Arrays] = {}
+
+        def with_state(i: int, tile_in: Arrays) -> Arrays:
+            st = self.states.get(i) or {k: np.zeros(s, np.float32) for k, s in self.state_shapes.items()}
+            return {**tile_in, **st}
+
+        def run(tile_in: Arrays) -> Arrays:
+            i = len(new_states)
+            outs = self._fn(tile_in)
+            new_states[i] = {src: outs[dst] for src, dst in self.state_io}
+            return {k: v for k, v in outs.items() if k not in {dst for _, dst in self.state_io}}
+
+        self._runner.fn = run
+        out = self._runner({self.x_name: frame}, state_fn=with_state)
+        self.states = new_states
+        return out["y"] if "y" in out else next(iter(out.values()))
