@@ -260,6 +260,43 @@ def inspect(
         console.print(f"preview: {preview}")
 
 
+@app.command("export")
+def export_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="rdpd, dc2, uid or all."),
+    target: str = typer.Option(..., "--target", "-t", help="coreml, tflite (= litert), executorch, "
+                               "executorch-coreml, onnx or all."),
+    precision: str = typer.Option("fp32", "--precision", "-p", help="fp32, fp16, int8-weights, int8 (static, "
+                                  "calibrated), int8-dynamic (tflite), palette4/6/8 (coreml)."),
+    size: str = typer.Option("256x256", help="Input size HxW (multiples of 16); one static shape per export."),
+    variant: str = typer.Option("mobile", help="paper, mobile or tiny."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint (.safetensors + .json); default "
+                                              "checkpoints/<model>-<variant>.safetensors, else random init."),
+    calibration: str = typer.Option("synthetic", help="int8 calibration data: 'synthetic' or a folder of .npz."),
+    calibration_count: int = typer.Option(8, help="Number of calibration samples."),
+    outputs: str = typer.Option("all", help="all named outputs, or main (main image; RDPD keeps h/c state)."),
+    out: Path = typer.Option(Path("artifacts"), help="Artifact root: <out>/<model>-<variant>/<target>-<precision>-<HxW>/."),
+    min_psnr: Optional[float] = typer.Option(None, help="Override the PSNR threshold (fp32 60, fp16 40, int8 30 dB)."),
+    force: bool = typer.Option(False, help="Replace existing artifact folders."),
+) -> None:
+    """Convert, quantise and verify models for phones; prints a verdict table, exits 1 if a verdict fails."""
+    from export.common import parse_size
+    from export.pipeline import export_many, failed, plan, report_text
+
+    try:
+        h, w = parse_size(size)
+        reqs, refused = plan([model.lower()], [target.lower()], precision, height=h, width=w, variant=variant,
+                             checkpoint=checkpoint, calibration=calibration, calibration_count=calibration_count,
+                             outputs=outputs, out=out, force=force, min_psnr=min_psnr)
+        bar, update = _progress(f"export {model} -> {target} {precision} {size}")
+        with bar:
+            rows = export_many(reqs, progress=update, log=lambda s: bar.console.print(f"[dim]{s}[/]"))
+    except ValueError as exc:
+        fail(str(exc))
+    print(report_text(rows + refused))
+    if failed(rows):
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()
 

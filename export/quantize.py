@@ -47,8 +47,9 @@ def _is_conv(n) -> bool:
     return n.op == "call_function" and "conv" in str(n.target) and len(n.args) > 1
 
 
-def xnnpack_node_filter(n) -> bool:
-    """True: quantise this node."""
+def xnnpack_node_filter(n, level: int = 0) -> bool:
+    """True: quantise this node. ``level`` 1 also keeps convs with < 8 input or output channels
+    float, level 2 grouped and transposed convs too (used when XNNPACK rejects a level-0 program)."""
     stack = n.meta.get("nn_module_stack") or {}
     in_lstm = any("ConvLSTMCell" in str(v[1]) for v in stack.values())
     if in_lstm and not _is_conv(n):
@@ -61,12 +62,14 @@ def xnnpack_node_filter(n) -> bool:
         if val is not None and val.dim() == 4:
             transposed = "transpose" in str(n.target)
             cin, cout = (val.shape[0], val.shape[1]) if transposed else (val.shape[1], val.shape[0])
-            if cin == 1 or cout == 1:
+            if cin == 1 or cout == 1 or (level >= 1 and min(cin, cout) < 8):
                 return False
+        if level >= 2 and ("transpose" in str(n.target) or (len(n.args) > 8 and n.args[8] != 1)):
+            return False
     return True
 
 
-def pt2e_xnnpack_int8(model: nn.Module, args: tuple, calibration: list[tuple]) -> nn.Module:
+def pt2e_xnnpack_int8(model: nn.Module, args: tuple, calibration: list[tuple], level: int = 0) -> nn.Module:
     """Static int8 (PT2E) for XNNPACK, calibrated on ``calibration`` (tuples of input tensors)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer, get_symmetric_quantization_config)
@@ -74,7 +77,7 @@ def pt2e_xnnpack_int8(model: nn.Module, args: tuple, calibration: list[tuple]) -
 
     gm = torch.export.export(model, args).module()
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    quantizer.set_filter_function(xnnpack_node_filter)
+    quantizer.set_filter_function(lambda n: xnnpack_node_filter(n, level))
     prepared = prepare_pt2e(gm, quantizer)
     with torch.no_grad():
         for sample in calibration:

@@ -44,7 +44,7 @@ def executorch_runner(path: Path, input_names: list[str], output_names: list[str
     method = Runtime.get().load_program(str(path)).load_method("forward")
 
     def run(inputs: dict) -> dict:
-        outs = method.execute([torch.from_numpy(np.ascontiguousarray(inputs[k], np.float32)) for k in input_names])
+        outs = method.execute([torch.from_numpy(np.array(inputs[k], np.float32, copy=True)) for k in input_names])
         return {n: o.detach().numpy().astype(np.float32, copy=False) for n, o in zip(output_names, outs)}
     return run
 

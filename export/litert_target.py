@@ -1,0 +1,56 @@
+"""LiteRT (TFLite): litert-torch conversion; fp16 and int8 through ai-edge-quantizer recipes
+(weight-only, dynamic, static with calibration samples); graph inputs and outputs stay float32."""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+
+import numpy as np
+
+RECIPES = {"int8-weights": "weight_only_wi8_afp32", "int8-dynamic": "dynamic_wi8_afp32", "int8": "static_wi8_ai8"}
+
+
+def _recipe(precision: str) -> list:
+    from ai_edge_quantizer import recipe
+
+    if precision == "fp16":
+        return [{"regex": ".*", "operation": "*", "algorithm_key": "float_casting",
+                 "op_config": {"weight_tensor_config": {"num_bits": 16, "dtype": "FLOAT"},
+                               "compute_precision": "FLOAT", "explicit_dequantize": True}}]
+    rec = list(getattr(recipe, RECIPES[precision])())
+    if precision == "int8":  # keep graph I/O float32 (the recipe would make it int8)
+        rec += [{"regex": ".*", "operation": op, "algorithm_key": "no_quantize"} for op in ("INPUT", "OUTPUT")]
+    return rec
+
+
+@contextlib.contextmanager
+def _quiet():
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+def convert(ctx) -> dict:
+    import litert_torch
+
+    path = ctx.workdir / "model.tflite"
+    float_path = path if ctx.precision == "fp32" else ctx.workdir / "model-float.tflite"
+    with _quiet():
+        litert_torch.convert(ctx.model, ctx.args).export(str(float_path))
+    notes = ["litert_torch.convert (NCHW graph I/O; the converter handles NHWC inside)"]
+    if ctx.precision != "fp32":
+        import ai_edge_quantizer as aeq
+
+        rec = _recipe(ctx.precision)
+        q = aeq.Quantizer(str(float_path), rec)
+        with _quiet():
+            calib = None
+            if q.need_calibration:
+                feeds = [{f"args_{i}": np.ascontiguousarray(s[n], np.float32) for i, n in enumerate(ctx.input_names)}
+                         for s in ctx.calibration]
+                calib = q.calibrate({"serving_default": feeds}, num_threads=1)
+            q.quantize(calib).export_model(str(path), overwrite=True)
+        os.unlink(float_path)
+        notes.append(f"ai-edge-quantizer recipe {RECIPES.get(ctx.precision, 'float_casting fp16 weights')}"
+                     + ("; INPUT/OUTPUT kept float32" if ctx.precision == "int8" else ""))
+    return {"backend": "LiteRT (XNNPACK delegate by default)", "notes": notes}
