@@ -9,95 +9,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from .common import IS_MACOS
 
 PSNR_CAP = 200.0  # identical outputs: reported as 200 dB (JSON has no infinity)
-Runner = Callable[[dict], dict]
 
 
-# --- runners (load artifact + named inputs -> named outputs) ----------------------------------
+# --- runners: the per-runtime backends live in runtime_py.runners (one interface for all) ---------
 
-def onnx_runner(path: Path, input_names: list[str], output_names: list[str], threads: int = 1) -> Runner:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    names = [o.name for o in sess.get_outputs()]
-
-    def run(inputs: dict) -> dict:
-        return dict(zip(names, sess.run(None, {k: np.ascontiguousarray(inputs[k], np.float32) for k in input_names})))
-    return run
-
-
-def executorch_runner(path: Path, input_names: list[str], output_names: list[str], threads: int = 1) -> Runner:
-    import torch
-    from executorch.runtime import Runtime
-
-    import executorch.kernels.quantized  # noqa: F401  (out variants of quantize/dequantize ops)
-
-    method = Runtime.get().load_program(str(path)).load_method("forward")
-
-    def run(inputs: dict) -> dict:
-        outs = method.execute([torch.from_numpy(np.array(inputs[k], np.float32, copy=True)) for k in input_names])
-        return {n: o.detach().numpy().astype(np.float32, copy=False) for n, o in zip(output_names, outs)}
-    return run
-
-
-def litert_runner(path: Path, input_names: list[str], output_names: list[str], threads: int = 1) -> Runner:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_path=str(path), num_threads=threads)
-    sig = interp.get_signature_runner()
-    sig_in = interp.get_signature_list()["serving_default"]["inputs"]  # args_0, args_1, ...
-    sig_out = interp.get_signature_list()["serving_default"]["outputs"]  # output_0, ...
-
-    def _key(s: str) -> int:
-        return int(s.rsplit("_", 1)[-1])
-
-    arg_names = sorted(sig_in, key=_key)
-    out_keys = sorted(sig_out, key=_key)
-
-    def run(inputs: dict) -> dict:
-        res = sig(**{a: np.ascontiguousarray(inputs[k], np.float32) for a, k in zip(arg_names, input_names)})
-        return {n: np.asarray(res[k], np.float32) for n, k in zip(output_names, out_keys)}
-    return run
-
-
-def coreml_runner(path: Path, input_names: list[str], output_names: list[str], threads: int = 1) -> Runner:
-    if not IS_MACOS:
-        raise RuntimeError("Core ML predictions need macOS")
-    import coremltools as ct
-
-    m = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.CPU_ONLY)
-
-    def run(inputs: dict) -> dict:
-        res = m.predict({k: np.ascontiguousarray(inputs[k], np.float32) for k in input_names})
-        return {n: np.asarray(res[n], np.float32) for n in output_names}
-    return run
-
-
-def executorch_coreml_runner(path: Path, input_names: list[str], output_names: list[str], threads: int = 1) -> Runner:
-    if not IS_MACOS:
-        raise RuntimeError("the ExecuTorch Core ML delegate runs on Apple platforms only")
-    return executorch_runner(path, input_names, output_names, threads)
-
-
-RUNNERS = {"onnx": onnx_runner, "executorch": executorch_runner, "tflite": litert_runner,
-           "coreml": coreml_runner, "executorch-coreml": executorch_coreml_runner}
-RUNTIME_NAMES = {"onnx": "onnxruntime (CPUExecutionProvider)", "executorch": "ExecuTorch runtime (XNNPACK)",
-                 "tflite": "LiteRT interpreter (ai_edge_litert, XNNPACK)", "coreml": "Core ML (macOS, CPU_ONLY)",
-                 "executorch-coreml": "ExecuTorch runtime (Core ML delegate)"}
-
-
-def load_runner(target: str, model_file: Path, input_names: list[str], output_names: list[str],
-                threads: int = 1) -> Runner:
-    return RUNNERS[target](Path(model_file), list(input_names), list(output_names), threads)
+from runtime_py.runners import BACKENDS as RUNNERS, RUNTIME_NAMES, Runner, load_backend as load_runner  # noqa: E402,F401
 
 
 # --- metrics ------------------------------------------------------------------------------------
