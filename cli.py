@@ -196,6 +196,47 @@ def evaluate(
                                          "count": count, "size": size, "scores": scores}, indent=1))
 
 
+@app.command("run")
+def run_cmd(
+    model: str = typer.Option(..., help="rdpd, dc2 or uid."),
+    capture: Path = typer.Option(..., help="A capture: Pixel DP PGM/PNG pair, Garg or DPDD folder, UW+W bundle."),
+    out: Path = typer.Option(..., help="Output folder (16-bit PNG per output, comparison.png, run.json)."),
+    artifact: Optional[Path] = typer.Option(None, help="An exported artifact folder (any runtime runnable here)."),
+    checkpoint: Optional[Path] = typer.Option(None, help="A PyTorch checkpoint (.safetensors + .json)."),
+    focus: Optional[str] = typer.Option(None, help="Focus point x,y in capture pixels (UiD, DC2)."),
+    focus_mask: Optional[Path] = typer.Option(None, help="Focus mask image, non-zero = in focus (UiD, DC2)."),
+    aperture: float = typer.Option(1.0, help="Aperture scale of the DC2 target defocus map (0 = all in focus)."),
+    threads: int = typer.Option(2, help="Runtime threads."),
+    force: bool = typer.Option(False, help="Replace --out if it exists."),
+) -> None:
+    """Run a capture through an exported artifact or a checkpoint; write outputs and a comparison."""
+    from runtime_py import run_capture
+    from runtime_py.captures import open_capture
+    from runtime_py.runners import TorchRunner, load
+
+    if (artifact is None) == (checkpoint is None):
+        fail("give exactly one of --artifact DIR or --checkpoint PATH")
+    try:
+        point = tuple(int(v) for v in focus.split(",")) if focus else None
+        if point is not None and len(point) != 2:
+            raise ValueError(f"--focus must be x,y, got {focus!r}")
+    except ValueError:
+        fail(f"--focus must be two integers x,y, got {focus!r}")
+    try:
+        runner = load(artifact, threads=threads) if artifact else TorchRunner.from_checkpoint(checkpoint, model)
+        if artifact and runner.manifest.get("model") != model:
+            raise ValueError(f"{artifact}: artifact is of model {runner.manifest.get('model')!r}, not {model!r}")
+        cap = open_capture(capture)
+        inputs, record = run_capture.model_inputs(model, cap, focus=point, focus_mask=focus_mask, aperture=aperture)
+        with console.status(f"running {model} on {runner.runtime}"):
+            outputs = run_capture.run(runner, model, inputs)
+        record.update({"model": model, "runtime": runner.runtime, "source": runner.source})
+        path = run_capture.write_outputs(out, model, inputs, outputs, record, force=force)
+    except ValueError as exc:
+        fail(str(exc))
+    console.print(f"[green]wrote[/] {', '.join(sorted(outputs))} + comparison.png to {path} ({runner.runtime})")
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo_out"), help="Folder for the demo's data sets and pictures."),

@@ -17,6 +17,9 @@ from torch import nn
 
 from .blocks import ASPPBlock, ConvAct, UpConv, dynamic_filter_7x7, res_stack, upsample2
 
+
+DEFOCUS_NORM_PX = 10.0  # defocus-map inputs are |CoC| / 10 px clipped to [0, 1] (1 = strongest blur)
+
 SCALE_SUFFIX = ("_eighth", "_quarter", "_half", "")  # coarse -> fine, matching 1/8, 1/4, 1/2, 1
 
 # seed 001 table 1: (atrous rates, channels) per scale, coarse -> fine

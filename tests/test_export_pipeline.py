@@ -12,14 +12,6 @@ from export.common import (PRECISIONS, TARGETS, ConversionError, ExportError, Ex
 from export.manifest import MANIFEST_KEYS, PARITY_KEYS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _req(tmp_path, **kw):
     base = dict(model="uid", variant="tiny", target="onnx", precision="fp32", height=32, width=32, out=tmp_path,
                 calibration_count=2, parity_count=1, task_count=2)

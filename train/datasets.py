@@ -19,12 +19,13 @@ import cv2
 import numpy as np
 
 from calibration.cameras import RDPD_CAMERA_SETS, get_camera, get_pair
+from models.dc2 import DEFOCUS_NORM_PX
 from models.radial import radial_map
 from train.synth.dp_sample import make_dp_sample
 from train.synth.dual_camera import make_dual_camera_sample
 from train.synth.scenes import random_scene
 
-DC2_DEFOCUS_NORM_PX = 10.0  # DC2 defocus maps: |CoC| / 10 px, clipped to [0, 1]
+DC2_DEFOCUS_NORM_PX = DEFOCUS_NORM_PX  # DC2 defocus maps: |CoC| / 10 px, clipped to [0, 1]
 UID_COC_NORM_PX = 40.0  # UiD defocus target: signed CoC / 40 px, in [-1, 1]
 # Strongest front blur of a training/test example, as a fraction of the camera's 40 px CoC
 # limit. 10-50 % (4-20 px) matches the blur of DPDD-like captures at these patch sizes; the

@@ -1,0 +1,185 @@
+"""A capture in, model outputs out: what ``cli.py run`` does.
+
+- RDPD and UiD take a dual-pixel capture (Pixel PGM/PNG, Garg, DPDD); green-only Pixel views
+  are resampled to square pixels and repeated to three channels.
+- DC2 takes a UW+W bundle: UW is aligned to W (DIS flow), the target defocus map comes from the
+  disparity, the focus (point or mask) and the aperture scale, W's own map from its metadata.
+- Exported artifacts have a fixed size: larger images are tiled (``runtime_py.tiling``), smaller
+  ones reflect-padded; PyTorch checkpoints run on the whole image padded to a multiple of 16.
+Outputs are written as 16-bit PNG (maps normalised to their value range) with a side-by-side
+comparison PNG, into a temporary folder renamed into place at the end.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from models.dc2 import DEFOCUS_NORM_PX
+from models.radial import radial_map
+from models.registry import get
+from runtime_py.captures import Capture
+from runtime_py.runners import ModelRunner
+from runtime_py.tiling import RadialInput, StreamingTiledRunner, TiledRunner
+
+
+class RunError(ValueError):
+    """A capture that does not fit the model, or a bad focus request."""
+
+
+def _rgb(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, np.float32)
+    if a.ndim == 2:
+        a = a[..., None]
+    return np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a[..., :3]
+
+
+def _nchw(a: np.ndarray) -> np.ndarray:
+    a = a[..., None] if a.ndim == 2 else a
+    return np.ascontiguousarray(a.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def focus_mask_from(shape: tuple[int, int], point: tuple[int, int] | None = None, mask_path: Path | None = None,
+                    radius_frac: float = 0.06) -> np.ndarray:
+    """The UiD/DC2 focus region: a disk around a tapped point, or a mask image (non-zero = focus)."""
+    h, w = shape
+    if mask_path is not None:
+        m = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
+        if m is None:
+            raise RunError(f"{mask_path}: focus mask is not a readable image")
+        if m.shape != (h, w):
+            raise RunError(f"{mask_path}: focus mask is {m.shape[1]}x{m.shape[0]}, the capture is {w}x{h}")
+        return (m > 0).astype(np.float32)
+    if point is None:
+        point = (w // 2, h // 2)
+    x, y = point
+    if not (0 <= x < w and 0 <= y < h):
+        raise RunError(f"focus point {point} is outside the {w}x{h} capture")
+    mask = np.zeros((h, w), np.float32)
+    cv2.circle(mask, (int(x), int(y)), max(2, int(radius_frac * min(h, w))), 1.0, -1)
+    return mask
+
+
+def model_inputs(model: str, capture: Capture, *, focus: tuple[int, int] | None = None,
+                 focus_mask: Path | None = None, aperture: float = 1.0, preset: str = "fast") -> tuple[dict, dict]:
+    """Named NCHW inputs for ``model`` from a capture, and a record of what was done."""
+    rec: dict = {"capture": str(capture.path), "kind": capture.kind}
+    if model in ("rdpd", "uid"):
+        if "left" not in capture.arrays:
+            raise RunError(f"{capture.path}: {model} needs a dual-pixel capture (left/right views), got {capture.kind}")
+        cap = capture.to_square_pixels()
+        left, right = _rgb(cap.arrays["left"]), _rgb(cap.arrays["right"])
+        h, w = left.shape[:2]
+        rec["size"] = [h, w]
+        if model == "rdpd":
+            x = np.concatenate([left, right, radial_map(h, w)[..., None].astype(np.float32)], axis=2)
+            return {"x": _nchw(x)}, rec
+        mask = focus_mask_from((h, w), focus, focus_mask)
+        rec["focus_pixels"] = int(mask.sum())
+        return {"left": _nchw(left), "right": _nchw(right), "focus_mask": _nchw(mask)}, rec
+    if model == "dc2":
+        from runtime_py.align import align_uw_to_w
+        from runtime_py.defocus_maps import defocus_map
+
+        if "wide" not in capture.arrays or "ultrawide" not in capture.arrays:
+            raise RunError(f"{capture.path}: dc2 needs a UW+W bundle (wide + ultrawide), got {capture.kind}")
+        if "disparity" not in capture.arrays:
+            raise RunError(f"{capture.path}: dc2 needs a disparity map to build the target defocus map")
+        wide, uw, disp = capture.arrays["wide"], capture.arrays["ultrawide"], capture.arrays["disparity"]
+        al = align_uw_to_w(wide, uw, f_wide_px=capture.record.get("wide_focal_px"),
+                           f_uw_px=capture.record.get("ultrawide_focal_px"), preset=preset)
+        h, w = wide.shape[:2]
+        mask = focus_mask_from((h, w), focus, focus_mask) if (focus or focus_mask) else None
+        dr = float(np.ptp(disp)) or 1.0
+        scale = aperture * DEFOCUS_NORM_PX / dr  # aperture 1: the scene's disparity range spans 10 px of blur
+        target, trec = defocus_map(disp, scale, point=None if mask is not None else (w // 2, h // 2),
+                                   mask=mask.astype(bool) if mask is not None else None)
+        own = np.zeros((h, w), np.float32)  # W's own defocus: unknown without its focus metadata
+        rec.update({"size": [h, w], "alignment": al.report.__dict__ if hasattr(al.report, "__dict__") else str(al.report),
+                    "target_defocus": trec, "aperture": aperture})
+        return {"wide": _nchw(wide), "ultrawide": _nchw(al.warped),
+                "defocus_wide": _nchw(np.clip(own / DEFOCUS_NORM_PX, 0, 1)),
+                "defocus_target": _nchw(np.clip(target / DEFOCUS_NORM_PX, 0, 1)),
+                "radial": _nchw(radial_map(h, w).astype(np.float32))}, rec
+    raise RunError(f"unknown model {model!r}")
+
+
+def _pad_to(inputs: dict, th: int, tw: int) -> tuple[dict, tuple[int, int]]:
+    h, w = next(iter(inputs.values())).shape[-2:]
+    ph, pw = max(th - h, 0), max(tw - w, 0)
+    if ph == 0 and pw == 0:
+        return inputs, (h, w)
+    return {k: np.pad(v, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="reflect") for k, v in inputs.items()}, (h, w)
+
+
+def run(runner: ModelRunner, model: str, inputs: dict, overlap: int = 32) -> dict:
+    """Run a (possibly fixed-size) runner over inputs of any size; returns NCHW outputs."""
+    spec = get(model)
+    h, w = next(iter(inputs.values())).shape[-2:]
+    radial = RadialInput("x", 6) if model == "rdpd" else (RadialInput("radial", 0) if model == "dc2" else None)
+    if runner.size is None:  # PyTorch: pad to a multiple of 16, run whole
+        m = spec.size_multiple
+        th, tw = -(-h // m) * m, -(-w // m) * m
+        padded, _ = _pad_to(inputs, th, tw)
+        if model == "rdpd":
+            variant = runner.manifest.get("variant") or "mobile"
+            padded.update({k: np.zeros(s, np.float32) for k, s in spec.input_shapes(variant, th, tw).items() if k != "x"})
+        outs = runner(padded)
+        return {k: v[..., : int(round(h * v.shape[-2] / th)), : int(round(w * v.shape[-1] / tw))] for k, v in outs.items()}
+    th, tw = runner.size
+    padded, (h0, w0) = _pad_to(inputs, th, tw)
+    if model == "rdpd":
+        states = {k: tuple(s) for k, s in runner.shapes.items() if k != "x"}
+        y = StreamingTiledRunner(runner, (th, tw), states, overlap=min(overlap, th // 2))(padded["x"])
+        outs = {"y": y}
+    else:
+        outs = TiledRunner(runner, (th, tw), overlap=min(overlap, th // 2, tw // 2), radial=radial)(padded)
+    H, W = padded[next(iter(padded))].shape[-2:]
+    return {k: v[..., : int(round(h0 * v.shape[-2] / H)), : int(round(w0 * v.shape[-1] / W))] for k, v in outs.items()}
+
+
+def _to_png16(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    x = a[0].transpose(1, 2, 0)
+    x = np.clip((x - lo) / max(hi - lo, 1e-12), 0, 1)
+    x = np.round(x * 65535).astype(np.uint16)
+    return x[..., ::-1] if x.shape[2] == 3 else x[..., 0]
+
+
+def write_outputs(out: Path, model: str, inputs: dict, outputs: dict, record: dict, force: bool = False) -> Path:
+    """16-bit PNG per output + comparison.png + run.json, atomically."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not force:
+        raise RunError(f"{out} exists and is not empty; choose another --out or pass --force")
+    spec = get(model)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        for name, arr in outputs.items():
+            lo, hi = spec.output(name).value_range
+            if not (np.isfinite(lo) and np.isfinite(hi)):
+                lo, hi = float(arr.min()), float(arr.max())
+            cv2.imwrite(str(tmp / f"{name}.png"), _to_png16(arr, lo, hi))
+        main = outputs[spec.main_output][0].transpose(1, 2, 0)
+        if model == "rdpd":
+            before = 0.5 * (inputs["x"][0, :3] + inputs["x"][0, 3:6]).transpose(1, 2, 0)
+        elif model == "uid":
+            before = 0.5 * (inputs["left"][0] + inputs["right"][0]).transpose(1, 2, 0)
+        else:
+            before = inputs["wide"][0].transpose(1, 2, 0)
+        side = np.concatenate([before, np.ones((before.shape[0], 8, 3), np.float32), main[..., :3]], axis=1)
+        cv2.imwrite(str(tmp / "comparison.png"), np.round(np.clip(side, 0, 1)[..., ::-1] * 65535).astype(np.uint16))
+        (tmp / "run.json").write_text(json.dumps(record, indent=1, default=str))
+        for f in tmp.iterdir():
+            os.chmod(f, 0o644)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

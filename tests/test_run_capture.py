@@ -1,0 +1,92 @@
+"""cli.py run: a real capture file through a checkpoint and through exported artifacts."""
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import cli
+from calibration.cameras import get_camera
+from export import pipeline
+from export.common import ExportRequest
+from models.checkpoint import save_checkpoint
+from models.registry import get
+from runtime_py import run_capture
+from runtime_py.captures import open_capture
+from runtime_py.runners import ModelRunner, RunnerError, TorchRunner, load
+from train.synth.dp_sample import make_dp_sample
+from train.synth.scenes import random_scene
+from train.synth.writers import write_pixel_sample
+
+
+@pytest.fixture(scope="module")
+def pixel_capture(tmp_path_factory):
+    """A Pixel capture-app pair (16-bit big-endian PGM) rendered by the synthetic engine."""
+    root = tmp_path_factory.mktemp("cap")
+    cam = get_camera("pixel4_dp")
+    scene = random_scene("mixed", 48, 80, seed=3, near_m=0.2, far_m=10)
+    sample = make_dp_sample(scene, cam, rng=np.random.default_rng(0), device="cpu")
+    write_pixel_sample(root, 0, sample, cam)
+    return root
+
+
+@pytest.fixture(scope="module")
+def uid_artifacts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("art")
+    torch.manual_seed(0)
+    ck = save_checkpoint(root / "uid-tiny.safetensors", get("uid").build("tiny"), name="uid", variant="tiny")
+    req = ExportRequest(model="uid", target="onnx", precision="fp32", height=32, width=32, variant="tiny",
+                        checkpoint=ck, out=root / "artifacts", parity_count=1)
+    row = pipeline.export_one(req)
+    return ck, root / "artifacts" / "uid-tiny" / "onnx-fp32-32x32", row
+
+
+def _fixed_size(runner: ModelRunner, like: ModelRunner) -> ModelRunner:
+    """The PyTorch runner pinned to the artifact's size, so both take the same tiling path."""
+    runner.manifest = {**runner.manifest, "size": like.manifest["size"]}
+    runner.shapes = like.shapes
+    return runner
+
+
+def test_same_capture_same_output_torch_and_onnxruntime(pixel_capture, uid_artifacts):
+    ck, art, _ = uid_artifacts
+    cap = open_capture(pixel_capture)
+    inputs, rec = run_capture.model_inputs("uid", cap, focus=(40, 20))
+    assert inputs["left"].shape == (1, 3, 48, 80) and rec["focus_pixels"] > 0
+    onnx = load(art)
+    torch_r = _fixed_size(TorchRunner.from_checkpoint(ck, "uid"), onnx)
+    a = run_capture.run(onnx, "uid", inputs)
+    b = run_capture.run(torch_r, "uid", inputs)
+    for name in a:
+        assert a[name].shape == b[name].shape == (1, a[name].shape[1], 48, 80)
+        assert np.abs(a[name] - b[name]).max() < 1e-4, name
+
+
+def test_run_command_writes_outputs(pixel_capture, uid_artifacts, tmp_path):
+    _, art, _ = uid_artifacts
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli.app, ["run", "--model", "uid", "--capture", str(pixel_capture), "--artifact", str(art),
+                                       "--out", str(out), "--focus", "10,10"])
+    assert res.exit_code == 0, res.output
+    assert {p.name for p in out.iterdir()} == {"all_in_focus.png", "refocused.png", "defocus.png", "comparison.png", "run.json"}
+    import cv2
+    img = cv2.imread(str(out / "all_in_focus.png"), cv2.IMREAD_UNCHANGED)
+    assert img.dtype == np.uint16 and img.shape == (48, 80, 3)
+
+
+def test_run_errors_are_clear(pixel_capture, uid_artifacts, tmp_path):
+    _, art, _ = uid_artifacts
+    r = CliRunner().invoke(cli.app, ["run", "--model", "rdpd", "--capture", str(pixel_capture), "--artifact", str(art),
+                                     "--out", str(tmp_path / "x")])
+    assert r.exit_code == 2 and "artifact is of model 'uid', not 'rdpd'" in r.output
+    r = CliRunner().invoke(cli.app, ["run", "--model", "uid", "--capture", str(pixel_capture), "--artifact", str(art),
+                                     "--out", str(tmp_path / "y"), "--focus", "500,5"])
+    assert r.exit_code == 2 and "outside" in r.output
+    runner = load(art)
+    bad = {n: np.zeros(s, np.float32) for n, s in runner.shapes.items()}
+    bad["left"][0, 0, 0, 0] = np.nan
+    with pytest.raises(RunnerError, match="NaN"):
+        runner(bad)
+    with pytest.raises(RunnerError, match="expects"):
+        runner({n: np.zeros((1, 3, 16, 16) if n != "focus_mask" else (1, 1, 16, 16), np.float32) for n in runner.shapes})
+    with pytest.raises(RunnerError, match="no manifest.json"):
+        load(tmp_path)
