@@ -90,3 +90,43 @@ def test_run_errors_are_clear(pixel_capture, uid_artifacts, tmp_path):
         runner({n: np.zeros((1, 3, 16, 16) if n != "focus_mask" else (1, 1, 16, 16), np.float32) for n in runner.shapes})
     with pytest.raises(RunnerError, match="no manifest.json"):
         load(tmp_path)
+
+
+def test_dc2_runs_on_a_uw_w_bundle(tmp_path):
+    """A UW+W bundle (16-bit PNGs, 16-bit disparity PNG with its range, meta.json) from the engine
+    goes through alignment, defocus maps and DC2 (tiny checkpoint), and the aperture matters."""
+    import json
+
+    import cv2
+
+    from calibration.cameras import get_pair
+    from train.synth.dual_camera import make_dual_camera_sample
+    from train.synth.writers import write_png16
+
+    pair = get_pair("phone_w_uw")
+    h, w = 64, 96
+    scene = random_scene("dead_leaves", 2 * h, 2 * w, seed=5, near_m=0.4, far_m=8)
+    s = make_dual_camera_sample(scene, pair["wide"], pair["ultrawide"], rng=np.random.default_rng(2),
+                                baseline_mm=12, size=(h, w), device="cpu")
+    b = tmp_path / "bundle"
+    write_png16(b / "wide.png", s.wide)
+    write_png16(b / "ultrawide.png", s.ultrawide)
+    disp = 1.0 / s.depth
+    lo, hi = float(disp.min()), float(disp.max())
+    cv2.imwrite(str(b / "disparity.png"), np.round((disp - lo) / (hi - lo) * 65535).astype(np.uint16))
+    f_w = pair["wide"].focal_length / (pair["wide"].pixel_pitch_um * 1e-3) * s.meta["render_scale"]
+    (b / "meta.json").write_text(json.dumps({"wide": {"focal_length_px": f_w}, "ultrawide": {"focal_length_px": f_w / 2},
+                                             "baseline_mm": 12, "disparity": {"range": [lo, hi], "units": "1/m"}}))
+    torch.manual_seed(0)
+    ck = save_checkpoint(tmp_path / "dc2.safetensors", get("dc2").build("tiny"), name="dc2", variant="tiny")
+    runner = TorchRunner.from_checkpoint(ck, "dc2")
+    cap = open_capture(b)
+    ins0, _ = run_capture.model_inputs("dc2", cap, focus=(48, 32), aperture=0.0)
+    ins1, rec = run_capture.model_inputs("dc2", cap, focus=(48, 32), aperture=2.0)
+    assert ins0["defocus_target"].max() == 0 and ins1["defocus_target"].max() > 0.5
+    assert ins1["ultrawide"].shape == ins1["wide"].shape == (1, 3, h, w)
+    out = run_capture.run(runner, "dc2", ins1)
+    assert out["image"].shape == (1, 3, h, w) and out["mask_uw_half"].shape == (1, 1, h // 2, w // 2)
+    r = CliRunner().invoke(cli.app, ["run", "--model", "uid", "--capture", str(b), "--checkpoint", str(ck),
+                                     "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2  # a dc2 checkpoint asked to be uid
