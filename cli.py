@@ -243,7 +243,8 @@ def demo(
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
 ) -> None:
     """End to end on bundled defaults: synthesise RDPD (Canon-like DP), Pixel DP and W/UW data sets
-    and write a contact sheet of each so a person can look at them."""
+    (with contact sheets), export the starter UiD and RDPD checkpoints to ONNX with a parity check,
+    and run them on the synthetic Pixel capture (outputs + comparison images)."""
     from rich.table import Table
 
     from train.synth import dataset
@@ -268,9 +269,34 @@ def demo(
                 record = dataset.generate(cfg, progress=update, keep=kept)
             sheet = dataset.write_preview(target, kept, f"{camera} ({fmt})")
             table.add_row(camera, fmt, str(n), f"{size[0]}x{size[1]}", f"{record['samples_per_second']:.2f}", str(sheet))
+        # the rest of the chain: a starter checkpoint -> an exported artifact (ONNX, verified on
+        # onnxruntime) -> a Pixel capture written by the engine -> outputs and a comparison image
+        from export.common import ExportRequest
+        from export.pipeline import export_one
+        from runtime_py import run_capture
+        from runtime_py.captures import open_capture
+        from runtime_py.runners import load
+
+        capture = out / "synth_pixel4_dp_pixel"
+        chain = Table(title="demo: checkpoint -> export -> run on a Pixel DP capture")
+        for col in ("model", "artifact", "runtime", "parity", "outputs"):
+            chain.add_column(col, overflow="fold")
+        for model in ("uid", "rdpd"):
+            req = ExportRequest(model=model, target="onnx", precision="fp32", height=128, width=128,
+                                variant="mobile", out=out / "artifacts", force=True, parity_count=1)
+            with console.status(f"exporting {model}-mobile to ONNX and checking parity"):
+                row = export_one(req)
+            art = out / "artifacts" / f"{model}-mobile" / "onnx-fp32-128x128"
+            runner = load(art, threads=2)
+            inputs, record = run_capture.model_inputs(model, open_capture(capture))
+            outputs = run_capture.run(runner, model, inputs)
+            dest = run_capture.write_outputs(out / f"run_{model}", model, inputs, outputs, record, force=True)
+            chain.add_row(f"{model}-mobile", str(art), runner.runtime, f"{row.get('verdict')}",
+                          str(dest / "comparison.png"))
     except ValueError as exc:
         fail(str(exc))
     console.print(table)
+    console.print(chain)
 
 
 @app.command()
