@@ -22,6 +22,7 @@ class RDPDConfig:
     bottleneck: int = 512  # conv before the ConvLSTM and ConvLSTM hidden channels
     in_ch: int = 7  # left RGB + right RGB + radial map
     dropout: float = 0.4  # ConvLSTM input dropout in training (seed 004)
+    residual: bool = False  # our addition for small CPU-trained variants: y = clamp(combined + head)
 
     @property
     def scale(self) -> int:
@@ -30,8 +31,8 @@ class RDPDConfig:
 
 RDPD_VARIANTS: dict[str, RDPDConfig] = {
     "paper": RDPDConfig(),
-    "mobile": RDPDConfig(widths=(8, 16, 32, 64), bottleneck=128),  # width multiplier 0.25
-    "tiny": RDPDConfig(widths=(4, 4, 8, 8), bottleneck=16),
+    "mobile": RDPDConfig(widths=(8, 16, 32, 64), bottleneck=128, residual=True),  # width multiplier 0.25
+    "tiny": RDPDConfig(widths=(4, 4, 8, 8), bottleneck=16, residual=True),
 }
 
 
@@ -76,6 +77,9 @@ class RDPD(nn.Module):
             cin = cw
         self.head = ConvAct(w[0], 3, act="relu")
         self.linear = nn.Conv2d(3, 3, 1)
+        if config.residual:  # start as the identity on the combined view (L + R) / 2
+            nn.init.zeros_(self.linear.weight)
+            nn.init.zeros_(self.linear.bias)
 
     @property
     def hidden_channels(self) -> int:
@@ -103,7 +107,10 @@ class RDPD(nn.Module):
         f = h_next  # o_t of Fig. 6 is the hidden output o o tanh(C) (eq. 11)
         for level, skip in zip(self.dec, reversed(skips)):
             f = level(f, skip)
-        y = torch.clamp(self.linear(self.head(f)), 0.0, 1.0)
+        y = self.linear(self.head(f))
+        if self.config.residual:
+            y = y + 0.5 * (x[:, 0:3] + x[:, 3:6])
+        y = torch.clamp(y, 0.0, 1.0)
         return y, h_next, c_next
 
     def run_sequence(self, frames: torch.Tensor, state=None) -> torch.Tensor:
