@@ -35,7 +35,8 @@ def median_ms(fn, runs: int, warmup: int = 2) -> float:
 
 def main() -> None:
     from export import pipeline
-    from export.common import ExportRequest, capability, normalise_target, not_runnable_reason, parse_size
+    from export.common import (ConversionError, ExportRequest, capability, normalise_target, not_runnable_reason,
+                               parse_size)
     from export.verify import load_runner
     from models import registry
 
@@ -71,7 +72,12 @@ def main() -> None:
                 req = ExportRequest(model=m, target=t, precision=p, height=h, width=w, variant=a.variant, out=out,
                                     force=True, parity_count=1, task_count=4)
                 t0 = time.perf_counter()
-                r = pipeline.export_one(req, log=lambda s: print(s, file=sys.stderr))
+                try:
+                    r = pipeline.export_one(req, log=lambda s: print(s, file=sys.stderr))
+                except ConversionError as exc:  # recorded as a row, the benchmark goes on
+                    rows.append({"model": m, "runtime": t, "precision": p, "ms": None, "bytes": 0, "psnr": None,
+                                 "verdict": "error", "error": str(exc), "eager_ms": round(eager, 2)})
+                    continue
                 ms = None
                 if not_runnable_reason(t) is None:
                     d = req.artifact_dir()
