@@ -13,14 +13,6 @@ from export import pipeline
 from export.common import ExportRequest
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _export(tmp_path, model="uid", target="onnx", precision="fp32", size=32, **kw):
     req = ExportRequest(model=model, variant="tiny", target=target, precision=precision, height=size, width=size,
                         out=tmp_path, calibration_count=2, parity_count=1, task_count=2, **kw)

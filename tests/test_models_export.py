@@ -9,15 +9,6 @@ from models import registry
 FORBIDDEN = ("fft", "unfold", "im2col", "grid_sampler", "lstm", "dropout", "bernoulli")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread (shared cores; see tests/test_models_nets.py)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _export_and_compare(name: str, variant: str, size: int, seed: int = 0):
     spec = registry.get(name)
     torch.manual_seed(0)
