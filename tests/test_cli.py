@@ -1,0 +1,63 @@
+"""The CLI commands end to end on tiny settings: synth, train (+ --resume, --publish), evaluate, export."""
+import json
+
+from typer.testing import CliRunner
+
+import cli
+
+runner = CliRunner()
+
+
+def test_synth_writes_a_data_set_and_contact_sheet(tmp_path):
+    out = tmp_path / "ds"
+    r = runner.invoke(cli.app, ["synth", "--camera", "rdpd_set2", "-n", "2", "--size", "32x48", "--out", str(out),
+                                "--format", "npz", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    rec = json.loads((out / "synth_record.json").read_text())
+    assert len(rec["samples"]) == 2 and (out / "contact_sheet.png").stat().st_size > 1000
+    assert (out / "train" / "shard_00000.npz").is_file()
+
+
+def test_train_resume_publish_and_evaluate(tmp_path):
+    base = ["train", "--model", "uid", "--variant", "tiny", "--out", str(tmp_path / "runs"), "--device", "cpu"]
+    r = runner.invoke(cli.app, base + ["--steps", "4"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli.app, base + ["--steps", "4"])
+    assert r.exit_code == 2 and "--resume" in r.output  # refuses to overwrite a run
+    r = runner.invoke(cli.app, base + ["--steps", "6", "--resume", "--publish", str(tmp_path / "ck")])
+    assert r.exit_code == 0, r.output
+    meta = json.loads((tmp_path / "ck" / "uid-tiny.json").read_text())
+    assert meta["steps"] == 6 and meta["dtype"] == "float16"
+    out = tmp_path / "scores.json"
+    r = runner.invoke(cli.app, ["evaluate", "--model", "uid", "--checkpoint", str(tmp_path / "ck" / "uid-tiny.safetensors"),
+                                "--count", "1", "--size", "32", "--no-wiener", "--json", str(out)])
+    assert r.exit_code == 0, r.output
+    scores = json.loads(out.read_text())["scores"]
+    assert set(scores) == {"deblur", "refocus"} and "model" in scores["deblur"]
+    r = runner.invoke(cli.app, ["evaluate", "--model", "rdpd", "--checkpoint", str(tmp_path / "ck" / "uid-tiny.safetensors")])
+    assert r.exit_code == 2 and "not 'rdpd'" in r.output
+
+
+def test_export_refuses_bad_requests_up_front(tmp_path):
+    r = runner.invoke(cli.app, ["export", "--model", "uid", "--variant", "tiny", "--target", "executorch",
+                                "--precision", "int8-weights", "--size", "32x32", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "int8" in r.output
+    r = runner.invoke(cli.app, ["export", "--model", "uid", "--variant", "tiny", "--target", "onnx", "--precision", "fp32",
+                                "--size", "30x30", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "16" in r.output
+    assert not any(tmp_path.iterdir())
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path):
+    r = runner.invoke(cli.app, ["demo", "--out", str(tmp_path), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    for name in ("synth_rdpd_set3_dpdd", "synth_pixel4_dp_pixel", "synth_phone_w_uw_npz"):
+        assert (tmp_path / name / "contact_sheet.png").is_file()
+    for model in ("uid", "rdpd"):
+        assert (tmp_path / f"run_{model}" / "comparison.png").is_file()
+        parity = json.loads((tmp_path / "artifacts" / f"{model}-mobile" / "onnx-fp32-128x128" / "parity.json").read_text())
+        assert parity["verdict"] == "pass"
