@@ -130,3 +130,20 @@ def test_dc2_runs_on_a_uw_w_bundle(tmp_path):
     r = CliRunner().invoke(cli.app, ["run", "--model", "uid", "--capture", str(b), "--checkpoint", str(ck),
                                      "--out", str(tmp_path / "o")])
     assert r.exit_code == 2  # a dc2 checkpoint asked to be uid
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["executorch", "tflite"])
+def test_same_capture_same_output_on_executorch_and_litert(pixel_capture, uid_artifacts, tmp_path, target):
+    """The acceptance check of the runtime harness: one capture, the same outputs (fp32 parity
+    threshold) through onnxruntime and through the ExecuTorch runtime / LiteRT interpreter."""
+    ck, onnx_art, _ = uid_artifacts
+    req = ExportRequest(model="uid", target=target, precision="fp32", height=32, width=32, variant="tiny",
+                        checkpoint=ck, out=tmp_path / "artifacts", parity_count=1)
+    pipeline.export_one(req)
+    inputs, _ = run_capture.model_inputs("uid", open_capture(pixel_capture), focus=(40, 20))
+    a = run_capture.run(load(onnx_art), "uid", inputs)
+    b = run_capture.run(load(req.artifact_dir()), "uid", inputs)
+    for name in a:
+        mse = float(np.mean((a[name].astype(np.float64) - b[name]) ** 2))
+        assert mse == 0 or 10 * np.log10(1.0 / mse) >= 60, name
