@@ -195,6 +195,5 @@ class TorchRunner(ModelRunner):
                 outs = model(*[torch.from_numpy(inputs[n]) for n in spec.input_names])
             return {n: o.numpy() for n, o in zip(spec.output_names, outs)}
 
-        r = cls(run, spec.input_names, spec.output_names, None, RUNTIME_NAMES["torch"], source,
-                {"model": name, "variant": (meta or {}).get("variant")})
-        return r
+        return cls(run, spec.input_names, spec.output_names, None, RUNTIME_NAMES["torch"], source,
+                   {"model": name, "variant": (meta or {}).get("variant")})

@@ -12,7 +12,7 @@ centre) is computed per tile from its position (seed 004: each patch carries its
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -80,7 +80,6 @@ class TiledRunner:
     tile: tuple[int, int]
     overlap: int = 32
     radial: RadialInput | None = None
-    _last_tiles: int = field(default=0, init=False)
 
     def _plan(self, h: int, w: int):
         th, tw = self.tile
@@ -110,13 +109,11 @@ class TiledRunner:
         acc: dict[str, np.ndarray] = {}
         wsum: dict[str, np.ndarray] = {}
         th, tw = self.tile
-        n = 0
         for i, (y, x, inner) in enumerate(self._plan(h, w)):
             tile_in = self._tile_inputs(inputs, y, x, h, w)
             if state_fn is not None:
                 tile_in = state_fn(i, tile_in)
             outs = self.fn(tile_in)
-            n += 1
             for name, out in outs.items():
                 oh, ow = out.shape[-2:]
                 sy, sx = oh / th, ow / tw
@@ -127,7 +124,6 @@ class TiledRunner:
                 oy, ox = int(round(y * sy)), int(round(x * sx))
                 acc[name][..., oy:oy + oh, ox:ox + ow] += out * wt
                 wsum[name][oy:oy + oh, ox:ox + ow] += wt
-        self._last_tiles = n
         return {k: (acc[k] / np.maximum(wsum[k], 1e-12)).astype(np.float32) for k in acc}
 
 

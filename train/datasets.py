@@ -25,7 +25,6 @@ from train.synth.dp_sample import make_dp_sample
 from train.synth.dual_camera import make_dual_camera_sample
 from train.synth.scenes import random_scene
 
-DC2_DEFOCUS_NORM_PX = DEFOCUS_NORM_PX  # DC2 defocus maps: |CoC| / 10 px, clipped to [0, 1]
 UID_COC_NORM_PX = 40.0  # UiD defocus target: signed CoC / 40 px, in [-1, 1]
 # Strongest front blur of a training/test example, as a fraction of the camera's 40 px CoC
 # limit. 10-50 % (4-20 px) matches the blur of DPDD-like captures at these patch sizes; the
@@ -115,12 +114,12 @@ def dc2_sample(rng: np.random.Generator, size=(128, 128), all_in_focus_prob: flo
                              ys + s.flow_w_to_uw[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
                    for c in range(3)], axis=-1)
     aif = rng.random() < all_in_focus_prob
-    target_map = np.zeros((h, w), np.float32) if aif else s.defocus_target / DC2_DEFOCUS_NORM_PX
+    target_map = np.zeros((h, w), np.float32) if aif else s.defocus_target / DEFOCUS_NORM_PX
     target = s.sharp if aif else s.refocused
     fh, fw, top, left = _radial_for_crop(h, w, rng)
     return Example(
         {"wide": _chw(s.wide), "ultrawide": _chw(uw),
-         "defocus_wide": _chw(np.clip(s.defocus_wide / DC2_DEFOCUS_NORM_PX, 0, 1)),
+         "defocus_wide": _chw(np.clip(s.defocus_wide / DEFOCUS_NORM_PX, 0, 1)),
          "defocus_target": _chw(np.clip(target_map, 0, 1)), "radial": _chw(radial_map(h, w, fh, fw, top, left))},
         {"image": _chw(target), "sharp": _chw(s.sharp), "occlusion": _chw(s.occlusion.astype(np.float32))},
         {"all_in_focus": bool(aif)})

@@ -30,7 +30,7 @@ import scipy.fft
 import torch
 from scipy import ndimage
 
-from calibration.dp_psf import PSFParams, dual_pixel_psf, dp_disparity_px
+from calibration.dp_psf import PSFParams, centroid_x, dual_pixel_psf, dp_disparity_px
 from calibration.psf_bank import PSFBank
 
 PSFProvider = Callable[[float], tuple[np.ndarray, np.ndarray]]
@@ -80,7 +80,6 @@ class BankPSF:
 
     def disparity(self, radius: float) -> float:
         left, right = self(radius)
-        from calibration.dp_psf import centroid_x
         return centroid_x(left) - centroid_x(right)
 
 
@@ -306,11 +305,6 @@ def _render_dp(image: np.ndarray, coc: np.ndarray, psf: PSFProvider, max_layers:
     views = (acc_c / acc_a.clamp_min(EPS)).permute(0, 2, 3, 1).cpu().numpy()
     left, right = np.ascontiguousarray(views[0]), np.ascontiguousarray(views[1])
     return DPViews(left, right, 0.5 * (left + right), radii)
-
-
-def render_combined(image: np.ndarray, coc: np.ndarray, psf: PSFProvider, **kwargs) -> np.ndarray:
-    """A conventional (non-DP) defocused image: the combined view."""
-    return render_dp(image, coc, psf, **kwargs).combined
 
 
 def disparity_map(coc: np.ndarray, psf) -> np.ndarray:
