@@ -69,6 +69,23 @@ class Scene:
 # validation and small helpers
 
 
+def check_depth_values(depth: np.ndarray, source, inf_hint: str = "") -> None:
+    """NaN, infinite and non-positive depths are each a :class:`SceneError` naming ``source``."""
+    floating = np.issubdtype(depth.dtype, np.floating)
+    n_nan = int(np.isnan(depth).sum()) if floating else 0
+    if n_nan:
+        raise SceneError(f"{source}: depth has {n_nan} NaN values")
+    n_inf = int(np.isinf(depth).sum()) if floating else 0
+    if n_inf:
+        raise SceneError(f"{source}: depth has {n_inf} infinite values{inf_hint}")
+    n_bad = int((depth <= 0).sum())
+    if n_bad:
+        raise SceneError(
+            f"{source}: depth has {n_bad} values <= 0 (min {float(depth.min()):.4g}); "
+            "depth must be > 0 metres (0 often marks missing depth: fill it first)"
+        )
+
+
 def validate_scene(image, depth, source: str) -> None:
     """Raise :class:`SceneError` (message starts with ``source``) unless image/depth form a scene.
 
@@ -100,18 +117,7 @@ def validate_scene(image, depth, source: str) -> None:
     lo, hi = float(image.min()), float(image.max())
     if lo < 0.0 or hi > 1.0:
         raise SceneError(f"{source}: image values span [{lo:.4g}, {hi:.4g}], expected [0, 1]")
-    n_nan = int(np.isnan(depth).sum()) if np.issubdtype(depth.dtype, np.floating) else 0
-    if n_nan:
-        raise SceneError(f"{source}: depth has {n_nan} NaN values")
-    n_inf = int(np.isinf(depth).sum()) if np.issubdtype(depth.dtype, np.floating) else 0
-    if n_inf:
-        raise SceneError(f"{source}: depth has {n_inf} infinite values")
-    n_bad = int((depth <= 0).sum())
-    if n_bad:
-        raise SceneError(
-            f"{source}: depth has {n_bad} values <= 0 (min {float(depth.min()):.4g}); "
-            "depth must be > 0 metres (0 often marks missing depth: fill it first)"
-        )
+    check_depth_values(depth, source)
 
 
 def srgb_to_linear(x: np.ndarray) -> np.ndarray:
@@ -752,18 +758,7 @@ def _read_depth(path, units: str, scale: float, max_depth_m) -> np.ndarray:
             raise SceneError(f"{path}: depth_units must be 'm', 'mm' or 'inverse', got {units!r}")
     if max_depth_m is not None:
         depth = np.where(np.isnan(depth), depth, np.minimum(depth, float(max_depth_m)))
-    n_nan = int(np.isnan(depth).sum())
-    if n_nan:
-        raise SceneError(f"{path}: depth has {n_nan} NaN values")
-    n_inf = int(np.isinf(depth).sum())
-    if n_inf:
-        raise SceneError(f"{path}: depth has {n_inf} infinite values (set max_depth_m to clamp)")
-    n_bad = int((depth <= 0).sum())
-    if n_bad:
-        raise SceneError(
-            f"{path}: depth has {n_bad} values <= 0 (min {depth.min():.4g}); 0 often marks "
-            "missing depth: fill it first"
-        )
+    check_depth_values(depth, path, " (set max_depth_m to clamp)")
     return depth.astype(np.float32)
 
 
