@@ -234,7 +234,7 @@ class _torch_threads:
 def render_dp(*args, threads: int | None = 1, **kwargs) -> DPViews:
     """Fast renderer (see :func:`_render_dp`). On CPU it runs with ``threads`` intra-op threads
     (default 1): the per-layer transforms are small, and with more threads PyTorch's thread
-    barriers cost 10-20x when another process shares the cores (measured: 0.3 s vs 4.5 s per
+    barriers cost 10-20x when another process shares the cores (ad-hoc check: 0.3 s vs 4.5 s per
     256x256 sample on a busy 2-core machine). Parallelise data generation across processes
     (DataLoader workers) instead. ``threads=None`` keeps PyTorch's setting."""
     with _torch_threads(threads):
