@@ -129,6 +129,10 @@ def train(
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
     threads: Optional[int] = typer.Option(None, help="CPU threads."),
     resume: bool = typer.Option(False, help="Continue the run in OUT/<model>-<variant>/ exactly where it stopped."),
+    init: Optional[Path] = typer.Option(None, help="Warm start: begin from this checkpoint's weights (same model "
+                                        "and variant) with a fresh optimiser and schedule (fine-tuning)."),
+    pool_size: Optional[int] = typer.Option(None, help="Synthetic examples generated at the start (data pool)."),
+    lr_halving_steps: Optional[int] = typer.Option(None, help="Halve the learning rate every N steps."),
     publish: Optional[Path] = typer.Option(None, help="After training, write an fp16 starter checkpoint to "
                                            "this folder (<model>-<variant>.safetensors + .json)."),
 ) -> None:
@@ -138,7 +142,9 @@ def train(
 
     try:
         cfg = loop.load_config(model, variant, {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
-                                                "out": str(out), "device": device, "threads": threads})
+                                                "out": str(out), "device": device, "threads": threads,
+                                                "init": str(init) if init else None, "pool_size": pool_size,
+                                                "lr_halving_steps": lr_halving_steps})
         bar, update = _progress(f"train {model}-{variant}")
         task_update = lambda done, total, loss, sps: (update(done, total),
                                                       bar.update(bar.task_ids[0], description=f"train {model}-{variant} loss {loss:.4f} {sps:.1f} samples/s"))

@@ -108,3 +108,21 @@ def test_resume_without_a_run_is_a_clear_error(tmp_path):
     cfg = load_config("uid", "tiny", {"out": str(tmp_path)})
     with pytest.raises(CheckpointError, match="nothing to resume"):
         train(cfg, resume=True, log=lambda s: None)
+
+
+def test_warm_start_loads_the_checkpoint_and_rejects_another_model(tmp_path):
+    torch.manual_seed(123)
+    src = get("rdpd").build("tiny")
+    path = save_checkpoint(tmp_path / "start.safetensors", src, name="rdpd", variant="tiny")
+    over = {"steps": 1, "lr": 0.0, "pool_size": 1, "out": str(tmp_path / "runs"), "init": str(path)}
+    cfg = load_config("rdpd", "tiny", over)
+    train(cfg, log=lambda s: None)
+    trained, _ = read_checkpoint(cfg.run_dir / "last.safetensors")
+    for k, v in src.state_dict().items():  # lr 0: the run's weights are the warm-start weights
+        assert torch.equal(trained[k], v), k
+    uid = save_checkpoint(tmp_path / "uid.safetensors", get("uid").build("tiny"), name="uid", variant="tiny")
+    with pytest.raises(CheckpointError, match="of model 'uid', not 'rdpd'"):
+        train(load_config("rdpd", "tiny", {**over, "init": str(uid), "out": str(tmp_path / "b")}), log=lambda s: None)
+    mobile = save_checkpoint(tmp_path / "m.safetensors", get("rdpd").build("mobile"), name="rdpd", variant="mobile")
+    with pytest.raises(CheckpointError, match="rdpd-mobile, the run trains rdpd-tiny"):
+        train(load_config("rdpd", "tiny", {**over, "init": str(mobile), "out": str(tmp_path / "c")}), log=lambda s: None)

@@ -55,6 +55,7 @@ class TrainConfig:
     threads: int = 1
     out: str = "runs"
     checkpoint_dtype: str = "float32"
+    init: str | None = None  # warm start: weights of this checkpoint (same model and variant), fresh optimiser
 
     @property
     def run_dir(self) -> Path:
@@ -206,6 +207,19 @@ def load_training_state(run_dir: Path, model, optimizer, scheduler, cfg: TrainCo
 # ---------------------------------------------------------------------------------------- loop
 
 
+def warm_start(model: torch.nn.Module, cfg: TrainConfig, log: Callable[[str], None] = print) -> None:
+    """Load ``cfg.init``'s weights into a fresh run (fine-tuning a starter checkpoint): the model
+    and variant must match; optimiser, schedule and step start from zero."""
+    if not cfg.init:
+        return
+    state, meta = read_checkpoint(cfg.init, expected_model=cfg.model)
+    if meta.get("variant") != cfg.variant:
+        raise CheckpointError(f"{cfg.init}: checkpoint is {cfg.model}-{meta.get('variant')}, "
+                              f"the run trains {cfg.model}-{cfg.variant}")
+    load_into(model, state, cfg.init)
+    log(f"warm start from {cfg.init} ({meta.get('steps', '?')} steps)")
+
+
 def _dist_info() -> tuple[int, int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -243,6 +257,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress=None, log: Callable[[
         log(f"resuming {cfg.model}-{cfg.variant} at step {start}")
     elif (run_dir / "last.safetensors").exists():
         raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    else:
+        warm_start(model, cfg, log)
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
