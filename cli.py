@@ -169,7 +169,8 @@ def evaluate(
     data: str = typer.Option("synthetic:test", help="synthetic:test (the fixed synthetic test split)."),
     count: int = typer.Option(16, help="Examples in the synthetic test split."),
     size: int = typer.Option(128, help="Test image size (square, multiple of 16)."),
-    wiener: bool = typer.Option(True, help="Also score Wiener deconvolution with the true PSF (DP deblurring)."),
+    wiener: bool = typer.Option(True, help="Also score the classical baselines: Wiener deconvolution with the true "
+                                "PSF (RDPD, UiD); aligned UW and a per-pixel W/UW oracle (DC2)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON."),
 ) -> None:
     """PSNR / SSIM / MAE of a checkpoint next to doing nothing (the blurred input) and a classical
@@ -186,7 +187,7 @@ def evaluate(
     try:
         net = load_model(checkpoint, expected_model=model)[0] if checkpoint else None
         examples = test_split(model, count, size)
-        scores = run_eval(model, net, examples, wiener=wiener and model in ("rdpd", "uid"))
+        scores = run_eval(model, net, examples, wiener=wiener)
     except ValueError as exc:
         fail(str(exc))
     table = Table(title=f"{model} on synthetic:test ({count} x {size}x{size})")

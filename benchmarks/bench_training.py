@@ -40,13 +40,15 @@ def main() -> None:
             continue
         net, meta = load_model(ck, model)
         metas[model] = meta
-        scores = evaluate(model, net, test_split(model, args.count, args.size), wiener=model in ("rdpd", "uid"))
+        scores = evaluate(model, net, test_split(model, args.count, args.size), wiener=True)
         for task, methods in scores.items():
             base = next(v for k, v in methods.items() if k.startswith("input"))
             for method, v in methods.items():
                 rows.append((model, task, method, v["psnr"], v["ssim"], v["mae"], v["psnr"] - base["psnr"]))
             figures[f"{model}_{task}_gain_db"] = round(methods["model"]["psnr"] - base["psnr"], 2)
             figures[f"{model}_{task}_psnr_db"] = round(methods["model"]["psnr"], 2)
+            if "oracle per-pixel W/UW" in methods:
+                figures[f"{model}_{task}_oracle_gain_db"] = round(methods["oracle per-pixel W/UW"]["psnr"] - base["psnr"], 2)
     print(f"fixed synthetic test split: {args.count} examples of {args.size}x{args.size} per model, seed {TEST_SEED}")
     print(f"{'model':5s} {'task':13s} {'method':22s} {'PSNR':>7s} {'SSIM':>6s} {'MAE':>7s} {'vs input':>9s}")
     for r in rows:
@@ -74,7 +76,10 @@ def write_card(path: Path, rows, metas, args) -> None:
         cfg = meta.get("config", {})
         ck = args.checkpoints / f"{model}-mobile.safetensors"
         td = meta.get("training_data", {})
-        lines.append(f"| {model} | {meta.get('steps')} | {cfg.get('batch_size')} x {cfg.get('patch')}px"
+        steps = str(meta.get("steps"))
+        if cfg.get("init"):
+            steps += f" (warm start from {Path(cfg['init']).name})"
+        lines.append(f"| {model} | {steps} | {cfg.get('batch_size')} x {cfg.get('patch')}px"
                      f"{' x ' + str(cfg.get('frames')) + ' frames' if model == 'rdpd' else ''} | "
                      f"{_wall(args.runs / f'{model}-mobile')} | synthetic engine, pool of {td.get('pool_size')} "
                      f"x {td.get('pool_image')}px, seed {td.get('seed')} | {ck.stat().st_size / 1e6:.2f} MB |")

@@ -126,3 +126,15 @@ def test_warm_start_loads_the_checkpoint_and_rejects_another_model(tmp_path):
     mobile = save_checkpoint(tmp_path / "m.safetensors", get("rdpd").build("mobile"), name="rdpd", variant="mobile")
     with pytest.raises(CheckpointError, match="rdpd-mobile, the run trains rdpd-tiny"):
         train(load_config("rdpd", "tiny", {**over, "init": str(mobile), "out": str(tmp_path / "c")}), log=lambda s: None)
+
+
+def test_oracle_pick_takes_the_closer_input_per_pixel():
+    from train.evaluate import oracle_pick
+
+    rng = np.random.default_rng(0)
+    target = rng.random((3, 8, 8)).astype(np.float32)
+    a, b = target.copy(), target.copy()
+    a[:, :, 4:] += 0.3  # a is wrong on the right half, b on the left half
+    b[:, :, :4] -= 0.2
+    assert np.array_equal(oracle_pick(a, b, target), target)
+    assert np.array_equal(oracle_pick(a, a, target), a)

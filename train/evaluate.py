@@ -65,6 +65,13 @@ def wiener_deblur(blurred: np.ndarray, coc: np.ndarray, params: dict, nsr: float
     return np.clip(out, 0, 1)
 
 
+def oracle_pick(a: np.ndarray, b: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per pixel, whichever of ``a`` and ``b`` (C x H x W) is closer to ``target``: the ceiling of
+    any fusion that only selects between its inputs (DC2's mask blend without refinement)."""
+    closer_a = ((a - target) ** 2).sum(0) <= ((b - target) ** 2).sum(0)
+    return np.where(closer_a[None], a, b)
+
+
 def _scores(pred, target) -> dict:
     return {"psnr": metrics.psnr(pred, target), "ssim": metrics.ssim(pred, target), "mae": metrics.mae(pred, target)}
 
@@ -108,6 +115,10 @@ def evaluate(model_name: str, model: torch.nn.Module | None, examples: list[Exam
         else:  # dc2
             task = "all-in-focus" if ex.meta.get("all_in_focus") else "refocus"
             add(task, "input (W)", _scores(ex.inputs["wide"], ex.targets["image"]))
+            if wiener:  # the classical-baseline slot: what picking inputs alone can reach
+                add(task, "input (aligned UW)", _scores(ex.inputs["ultrawide"], ex.targets["image"]))
+                add(task, "oracle per-pixel W/UW", _scores(oracle_pick(ex.inputs["wide"], ex.inputs["ultrawide"],
+                                                                        ex.targets["image"]), ex.targets["image"]))
             if model is not None:
                 out = dict(zip(spec.output_names, model(*[t[n][None] for n in spec.input_names])))
                 add(task, "model", _scores(out["image"][0], ex.targets["image"]))
