@@ -131,7 +131,11 @@ def train(
     resume: bool = typer.Option(False, help="Continue the run in OUT/<model>-<variant>/ exactly where it stopped."),
     init: Optional[Path] = typer.Option(None, help="Warm start: begin from this checkpoint's weights (same model "
                                         "and variant) with a fresh optimiser and schedule (fine-tuning)."),
-    pool_size: Optional[int] = typer.Option(None, help="Synthetic examples generated at the start (data pool)."),
+    data: Optional[list[str]] = typer.Option(None, help="Training data, repeatable: 'synthetic' (default), a DPDD "
+                                             "folder (RDPD) or npz shards from `synth --format npz`; sources "
+                                             "alternate step by step."),
+    pool_size: Optional[int] = typer.Option(None, help="Examples per data source (the synthetic pool is "
+                                            "generated at the start)."),
     lr_halving_steps: Optional[int] = typer.Option(None, help="Halve the learning rate every N steps."),
     publish: Optional[Path] = typer.Option(None, help="After training, write an fp16 starter checkpoint to "
                                            "this folder (<model>-<variant>.safetensors + .json)."),
@@ -143,7 +147,7 @@ def train(
     try:
         cfg = loop.load_config(model, variant, {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
                                                 "out": str(out), "device": device, "threads": threads,
-                                                "init": str(init) if init else None, "pool_size": pool_size,
+                                                "init": str(init) if init else None, "pool_size": pool_size, "data": data or None,
                                                 "lr_halving_steps": lr_halving_steps})
         bar, update = _progress(f"train {model}-{variant}")
         task_update = lambda done, total, loss, sps: (update(done, total),

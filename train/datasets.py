@@ -109,19 +109,27 @@ def dc2_sample(rng: np.random.Generator, size=(128, 128), all_in_focus_prob: flo
     s = make_dual_camera_sample(scene, pair["wide"], pair["ultrawide"], rng=rng, baseline_mm=pair["baseline_mm"],
                                 size=(h, w), uw_resolution_factor=pair["uw_resolution_factor"],
                                 white_balance_gains=pair["white_balance_gains"], device=device)
+    return dc2_example(s, rng, all_in_focus_prob)
+
+
+def dc2_example(s, rng: np.random.Generator, all_in_focus_prob: float = 0.5, radial=None) -> Example:
+    """DC2 example from a W/UW sample (``DualCameraSample`` or the same fields read from an npz
+    shard): UW warped onto W with the ground-truth flow, half all-in-focus / half refocus targets."""
+    h, w = s.wide.shape[:2]
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    uw = np.stack([cv2.remap(np.ascontiguousarray(s.ultrawide[..., c]), xs + s.flow_w_to_uw[..., 0],
+    uw = np.stack([cv2.remap(np.ascontiguousarray(s.ultrawide[..., c], dtype=np.float32), xs + s.flow_w_to_uw[..., 0],
                              ys + s.flow_w_to_uw[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
                    for c in range(3)], axis=-1)
     aif = rng.random() < all_in_focus_prob
     target_map = np.zeros((h, w), np.float32) if aif else s.defocus_target / DEFOCUS_NORM_PX
     target = s.sharp if aif else s.refocused
-    fh, fw, top, left = _radial_for_crop(h, w, rng)
+    if radial is None:
+        radial = radial_map(h, w, *_radial_for_crop(h, w, rng))
     return Example(
         {"wide": _chw(s.wide), "ultrawide": _chw(uw),
          "defocus_wide": _chw(np.clip(s.defocus_wide / DEFOCUS_NORM_PX, 0, 1)),
-         "defocus_target": _chw(np.clip(target_map, 0, 1)), "radial": _chw(radial_map(h, w, fh, fw, top, left))},
-        {"image": _chw(target), "sharp": _chw(s.sharp), "occlusion": _chw(s.occlusion.astype(np.float32))},
+         "defocus_target": _chw(np.clip(target_map, 0, 1)), "radial": _chw(radial)},
+        {"image": _chw(target), "sharp": _chw(s.sharp), "occlusion": _chw(np.asarray(s.occlusion, np.float32))},
         {"all_in_focus": bool(aif)})
 
 
@@ -132,11 +140,23 @@ def uid_sample(rng: np.random.Generator, size=(128, 128), camera: str | None = N
     near = min(max(cam.depth_range_m[0], cam.depth_for_coc(front)), 0.9 * cam.focus_distance)
     scene = random_scene("mixed", h, w, seed=int(rng.integers(2**31)), near_m=near, far_m=cam.depth_range_m[1])
     s = make_dp_sample(scene, cam, rng=rng, distortion=False, refocus=True, device=device)
+    return uid_example(s, {"psf_params": s.meta["psf_params"], "camera": cam.name})
+
+
+def uid_example(s, meta: dict | None = None) -> Example:
+    """UiD example from a DP sample with a refocus target (``DPSample`` or an npz shard's fields)."""
     return Example(
-        {"left": _chw(s.left), "right": _chw(s.right), "focus_mask": _chw(s.focus_mask.astype(np.float32))},
+        {"left": _chw(s.left), "right": _chw(s.right), "focus_mask": _chw(np.asarray(s.focus_mask, np.float32))},
         {"all_in_focus": _chw(s.sharp), "refocused": _chw(s.refocused),
          "defocus": _chw(np.clip(s.coc / UID_COC_NORM_PX, -1, 1)), "combined": _chw(s.combined),
-         "coc": _chw(s.coc)}, {"psf_params": s.meta["psf_params"], "camera": cam.name})
+         "coc": _chw(s.coc)}, dict(meta or {}))
+
+
+def rdpd_frame(left, right, sharp, combined, radial) -> Example:
+    """A one-frame RDPD clip (single images: DPDD captures, npz shards): seed 004 trains on real
+    single images (1 frame) alongside synthetic clips."""
+    x = np.concatenate([_chw(left), _chw(right), _chw(radial)])
+    return Example({"x": x[None]}, {"y": _chw(sharp)[None], "combined": _chw(combined)[None]})
 
 
 SAMPLERS = {"rdpd": rdpd_clip, "dc2": dc2_sample, "uid": uid_sample}

@@ -55,6 +55,8 @@ class TrainConfig:
     threads: int = 1
     out: str = "runs"
     checkpoint_dtype: str = "float32"
+    data: list = field(default_factory=lambda: ["synthetic"])  # sources, alternated by step (train.data_sources)
+    crops_per_image: int = 4  # crops per DPDD image
     init: str | None = None  # warm start: weights of this checkpoint (same model and variant), fresh optimiser
 
     @property
@@ -101,6 +103,24 @@ def build_pool(cfg: TrainConfig, progress: Callable[[int, int], None] | None = N
         if progress:
             progress(i + 1, cfg.pool_size)
     return pool
+
+
+def build_pools(cfg: TrainConfig, log: Callable[[str], None] = print) -> list[list[Example]]:
+    """One pool per entry of ``cfg.data``: the synthetic engine's, or a DPDD folder's / npz shards'
+    (at most ``pool_size`` examples each)."""
+    from train.data_sources import SYNTHETIC, load_source
+
+    pools = []
+    for source in cfg.data:
+        if source == SYNTHETIC:
+            pools.append(build_pool(cfg))
+        else:
+            pools.append(load_source(source, cfg.model, cfg.pool_image, limit=cfg.pool_size, seed=cfg.seed,
+                                     crops_per_image=cfg.crops_per_image))
+            if not pools[-1]:
+                raise ValueError(f"{source}: no training examples found")
+        log(f"data: {source}: {len(pools[-1])} examples of {cfg.pool_image}x{cfg.pool_image}")
+    return pools
 
 
 def draw_batch(pool: list[Example], cfg: TrainConfig, step: int, rank: int = 0) -> tuple[dict, dict]:
@@ -162,7 +182,9 @@ def save_training_state(run_dir: Path, model, optimizer, scheduler, step: int, c
     core = model.module if hasattr(model, "module") else model
     ckpt = save_checkpoint(run_dir / "last.safetensors", core, name=cfg.model, variant=cfg.variant,
                            config=asdict(cfg), steps=step, metrics=metrics or {},
-                           training_data={"source": "synthetic engine", "pool_size": cfg.pool_size,
+                           training_data={"source": "synthetic engine" if cfg.data == ["synthetic"] else
+                                          ", ".join("synthetic engine" if d == "synthetic" else d for d in cfg.data),
+                                          "pool_size": cfg.pool_size,
                                           "pool_image": cfg.pool_image, "seed": cfg.seed})
     tensors, structure = {}, {}
     for pid, st in optimizer.state_dict()["state"].items():
@@ -265,7 +287,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress=None, log: Callable[[
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(asdict(cfg)))
-    pool = build_pool(cfg)
+    pools = build_pools(cfg, log)
     use_amp = cfg.amp and device.type == "cuda"
     csv_path = run_dir / "metrics.csv"
     new_csv = not csv_path.exists() or start == 0
@@ -277,7 +299,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress=None, log: Callable[[
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     try:
         for step in range(start, end):
-            ins, tgs = draw_batch(pool, cfg, step, rank)
+            ins, tgs = draw_batch(pools[step % len(pools)], cfg, step, rank)
             ins = {k: v.to(device) for k, v in ins.items()}
             tgs = {k: v.to(device) for k, v in tgs.items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
