@@ -170,9 +170,10 @@ def evaluate(
     model: str = typer.Option(..., help="rdpd, dc2 or uid."),
     checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint (.safetensors with its .json); "
                                               "omit to score only the baselines."),
-    data: str = typer.Option("synthetic:test", help="synthetic:test (the fixed synthetic test split)."),
-    count: int = typer.Option(16, help="Examples in the synthetic test split."),
-    size: int = typer.Option(128, help="Test image size (square, multiple of 16)."),
+    data: str = typer.Option("synthetic:test", help="synthetic:test (the fixed synthetic test split), a DPDD "
+                             "folder (its test split; RDPD) or npz shards from `synth --format npz`."),
+    count: int = typer.Option(16, help="Examples (synthetic split, or at most this many crops from DATA)."),
+    size: int = typer.Option(128, help="Test image size (square, multiple of 16): crops of DATA's images."),
     wiener: bool = typer.Option(True, help="Also score the classical baselines: Wiener deconvolution with the true "
                                 "PSF (RDPD, UiD); aligned UW and a per-pixel W/UW oracle (DC2)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON."),
@@ -186,15 +187,16 @@ def evaluate(
     from models.checkpoint import load_model
     from train.evaluate import evaluate as run_eval, test_split
 
-    if data != "synthetic:test":
-        fail(f"unknown --data {data!r}: this version evaluates on synthetic:test (folder data sets: see docs/TRAINING.md)")
+    from train.data_sources import load_source
+
     try:
         net = load_model(checkpoint, expected_model=model)[0] if checkpoint else None
-        examples = test_split(model, count, size)
+        examples = (test_split(model, count, size) if data == "synthetic:test" else
+                    load_source(data, model, size, limit=count, split="test", crops_per_image=1))
         scores = run_eval(model, net, examples, wiener=wiener)
     except ValueError as exc:
         fail(str(exc))
-    table = Table(title=f"{model} on synthetic:test ({count} x {size}x{size})")
+    table = Table(title=f"{model} on {data} ({len(examples)} x {size}x{size})")
     for col in ("task", "method", "PSNR dB", "SSIM", "MAE", "vs input dB"):
         table.add_column(col)
     for task, methods in scores.items():
@@ -217,6 +219,8 @@ def run_cmd(
     focus: Optional[str] = typer.Option(None, help="Focus point x,y in capture pixels (UiD, DC2)."),
     focus_mask: Optional[Path] = typer.Option(None, help="Focus mask image, non-zero = in focus (UiD, DC2)."),
     aperture: float = typer.Option(1.0, help="Aperture scale of the DC2 target defocus map (0 = all in focus)."),
+    align_depth: bool = typer.Option(True, help="DC2: align UW to W with the bundle's disparity (depth-guided "
+                                                "flow); --no-align-depth uses DIS optical flow only."),
     threads: int = typer.Option(2, help="Runtime threads."),
     force: bool = typer.Option(False, help="Replace --out if it exists."),
 ) -> None:
@@ -238,7 +242,8 @@ def run_cmd(
         if artifact and runner.manifest.get("model") != model:
             raise ValueError(f"{artifact}: artifact is of model {runner.manifest.get('model')!r}, not {model!r}")
         cap = open_capture(capture)
-        inputs, record = run_capture.model_inputs(model, cap, focus=point, focus_mask=focus_mask, aperture=aperture)
+        inputs, record = run_capture.model_inputs(model, cap, focus=point, focus_mask=focus_mask, aperture=aperture,
+                                                  align_depth=align_depth)
         with console.status(f"running {model} on {runner.runtime}"):
             outputs = run_capture.run(runner, model, inputs)
         record.update({"model": model, "runtime": runner.runtime, "source": runner.source})

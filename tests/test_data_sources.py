@@ -75,3 +75,24 @@ def test_sources_alternate_by_step_and_train(data_root, tmp_path):
     assert real["x"].shape[1] == 1 and synth["x"].shape[1] == cfg.frames  # one-frame captures, synthetic clips
     summary = train(cfg, log=lambda s: None)
     assert summary["steps"] == 2 and np.isfinite(summary["final_loss"])
+
+
+def test_cli_trains_and_evaluates_on_a_dpdd_folder(data_root, tmp_path):
+    from typer.testing import CliRunner
+
+    import cli
+
+    runner = CliRunner()
+    dpdd = str(data_root / "dpdd")
+    r = runner.invoke(cli.app, ["train", "--model", "rdpd", "--variant", "tiny", "--steps", "2", "--data", dpdd,
+                                "--data", "synthetic", "--pool-size", "2", "--out", str(tmp_path), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli.app, ["evaluate", "--model", "rdpd", "--checkpoint", str(tmp_path / "rdpd-tiny" / "last.safetensors"),
+                                "--data", dpdd, "--size", "48", "--count", "2", "--json", str(tmp_path / "s.json")])
+    assert r.exit_code == 0, r.output
+    import json
+
+    scores = json.loads((tmp_path / "s.json").read_text())["scores"]["deblur"]
+    assert set(scores) == {"input (combined view)", "model"}  # no Wiener: a capture has no true PSF
+    r = runner.invoke(cli.app, ["evaluate", "--model", "uid", "--data", dpdd])
+    assert r.exit_code != 0 and "DPDD folders train RDPD only" in r.output and "Traceback" not in r.output

@@ -55,14 +55,16 @@ def _shards(root: Path) -> list[Path]:
 
 
 def load_source(source: str, model: str, size: int, *, limit: int, seed: int = 0,
-                crops_per_image: int = 4) -> list[Example]:
-    """Up to ``limit`` examples of ``size`` x ``size`` for ``model`` from a DPDD folder or npz shards."""
+                crops_per_image: int = 4, split: str = "train") -> list[Example]:
+    """Up to ``limit`` examples of ``size`` x ``size`` for ``model`` from a DPDD folder or npz shards
+    (``split``: the DPDD split, or the shards' sub-folder, when the source has several)."""
     kind = source_kind(source)
     rng = np.random.default_rng([seed, 11])
     if kind == "dpdd":
-        return _from_dpdd(Path(source), model, size, limit, rng, crops_per_image)
+        return _from_dpdd(Path(source), model, size, limit, rng, crops_per_image, split)
     if kind == "npz":
-        return _from_npz(Path(source), model, size, limit, rng)
+        root = Path(source)
+        return _from_npz(root / split if (root / split).is_dir() else root, model, size, limit, rng)
     raise DataSourceError(f"{source}: the synthetic source is built by train.loop.build_pool")
 
 
@@ -73,14 +75,15 @@ def _crop_window(target: np.ndarray, size: int, rng: np.random.Generator, where:
     return pick_textured_crop(target, (size, size), rng)
 
 
-def _from_dpdd(root: Path, model: str, size: int, limit: int, rng, crops_per_image: int) -> list[Example]:
+def _from_dpdd(root: Path, model: str, size: int, limit: int, rng, crops_per_image: int,
+               split: str) -> list[Example]:
     from runtime_py.captures import CaptureError, DPDDDataset
 
     if model != "rdpd":
         raise DataSourceError(f"{root}: DPDD folders train RDPD only ({model} needs npz shards from "
                               f"`cli.py synth --format npz`{' --refocus' if model == 'uid' else ' --camera phone_w_uw'})")
     try:
-        ds = DPDDDataset(root, "train") if "train" in _splits(root) else DPDDDataset(root)
+        ds = DPDDDataset(root, split) if split in _splits(root) else DPDDDataset(root)
     except CaptureError as exc:
         raise DataSourceError(str(exc)) from None
     out: list[Example] = []

@@ -97,13 +97,13 @@ def evaluate(model_name: str, model: torch.nn.Module | None, examples: list[Exam
             pred = model.run_sequence(t["x"][None])[0].numpy() if model is not None else None
             for i in range(frames.shape[0]):
                 add("deblur", "input (combined view)", _scores(ex.targets["combined"][i], targets[i]))
-                if wiener:
+                if wiener and "coc" in ex.targets and "psf_params" in ex.meta:  # synthetic: the true PSF is known
                     w = wiener_deblur(ex.targets["combined"][i], ex.targets["coc"][i, 0], ex.meta["psf_params"])
                     add("deblur", "wiener (true PSF)", _scores(w, targets[i]))
                 if pred is not None:
                     add("deblur", "model", _scores(pred[i], targets[i]))
         elif model_name == "uid":
-            if wiener:
+            if wiener and "psf_params" in ex.meta:
                 w = wiener_deblur(ex.targets["combined"], ex.targets["coc"][0], ex.meta["psf_params"])
                 add("deblur", "wiener (true PSF)", _scores(w, ex.targets["all_in_focus"]))
             add("deblur", "input (combined view)", _scores(ex.targets["combined"], ex.targets["all_in_focus"]))
