@@ -6,6 +6,8 @@ from the packages) and printed as one clear line, with exit code 2.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -152,8 +154,11 @@ def train(
         bar, update = _progress(f"train {model}-{variant}")
         task_update = lambda done, total, loss, sps: (update(done, total),
                                                       bar.update(bar.task_ids[0], description=f"train {model}-{variant} loss {loss:.4f} {sps:.1f} samples/s"))
-        with bar:
-            summary = loop.train(cfg, resume=resume, progress=task_update, log=console.print)
+        main_rank = os.environ.get("RANK", "0") == "0"  # torchrun: only rank 0 reports
+        with bar if main_rank else contextlib.nullcontext():
+            summary = loop.train(cfg, resume=resume, progress=task_update if main_rank else None, log=console.print)
+        if not main_rank:
+            return
         console.print(f"[green]done[/] {summary['steps']} steps, final loss {summary['final_loss']:.5f}, "
                       f"{summary['samples_per_s']:.1f} samples/s; run: {summary['run_dir']}")
         if publish:

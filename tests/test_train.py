@@ -138,3 +138,38 @@ def test_oracle_pick_takes_the_closer_input_per_pixel():
     b[:, :, :4] -= 0.2
     assert np.array_equal(oracle_pick(a, b, target), target)
     assert np.array_equal(oracle_pick(a, a, target), a)
+
+
+def test_ddp_on_two_cpu_processes_equals_one_process_on_both_batches(tmp_path):
+    """torchrun + gloo: DDP averages the two ranks' gradients, so its weights equal one process
+    stepping on the union of the two ranks' batches (same init, same Adam)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from train.loop import compute_loss
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "cli.py", "train",
+           "--model", "rdpd", "--variant", "tiny", "--steps", "3", "--device", "cpu", "--out", str(tmp_path)]
+    r = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert r.stdout.count("done 3 steps") == 1  # rank 0 alone reports
+    ddp, _ = read_checkpoint(tmp_path / "rdpd-tiny" / "last.safetensors")
+
+    cfg = load_config("rdpd", "tiny", {"steps": 3, "device": "cpu"})
+    torch.manual_seed(cfg.seed)
+    model = get("rdpd").build("tiny").train()
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    pool = build_pool(cfg)
+    for step in range(3):
+        batches = [draw_batch(pool, cfg, step, rank) for rank in (0, 1)]
+        ins = {k: torch.cat([b[0][k] for b in batches]) for k in batches[0][0]}
+        tgs = {k: torch.cat([b[1][k] for b in batches]) for k in batches[0][1]}
+        opt.zero_grad()
+        compute_loss("rdpd", model, ins, tgs)["loss"].backward()
+        opt.step()
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(ddp[k], v, atol=2e-5, rtol=1e-4, msg=k)

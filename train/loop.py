@@ -254,6 +254,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress=None, log: Callable[[
     """Train ``cfg.model``; returns a summary. ``stop_after`` ends the run early at that step
     (as a kill would, after the last periodic checkpoint) - used by the resume test."""
     world, rank, local = _dist_info()
+    if rank != 0:
+        log = lambda s: None  # noqa: E731  (one voice per run)
     device = resolve_device(cfg.device)
     if world > 1:
         import torch.distributed as dist
