@@ -66,8 +66,12 @@ def focus_mask_from(shape: tuple[int, int], point: tuple[int, int] | None = None
 
 
 def model_inputs(model: str, capture: Capture, *, focus: tuple[int, int] | None = None,
-                 focus_mask: Path | None = None, aperture: float = 1.0, preset: str = "fast") -> tuple[dict, dict]:
-    """Named NCHW inputs for ``model`` from a capture, and a record of what was done."""
+                 focus_mask: Path | None = None, aperture: float = 1.0, preset: str = "fast",
+                 align_depth: bool = True) -> tuple[dict, dict]:
+    """Named NCHW inputs for ``model`` from a capture, and a record of what was done.
+    ``align_depth``: DC2's UW -> W flow comes from the capture's disparity (scale, direction and
+    offset fitted to the images, depth edges re-decided by matching; ``runtime_py.align``)
+    rather than from DIS alone."""
     rec: dict = {"capture": str(capture.path), "kind": capture.kind}
     if model in ("rdpd", "uid"):
         if "left" not in capture.arrays:
@@ -92,7 +96,8 @@ def model_inputs(model: str, capture: Capture, *, focus: tuple[int, int] | None 
             raise RunError(f"{capture.path}: dc2 needs a disparity map to build the target defocus map")
         wide, uw, disp = capture.arrays["wide"], capture.arrays["ultrawide"], capture.arrays["disparity"]
         al = align_uw_to_w(wide, uw, f_wide_px=capture.record.get("wide_focal_px"),
-                           f_uw_px=capture.record.get("ultrawide_focal_px"), preset=preset)
+                           f_uw_px=capture.record.get("ultrawide_focal_px"), preset=preset,
+                           disparity=disp if align_depth else None)
         h, w = wide.shape[:2]
         mask = focus_mask_from((h, w), focus, focus_mask) if (focus or focus_mask) else None
         dr = float(np.ptp(disp)) or 1.0
