@@ -104,3 +104,34 @@ def wide_capture_defocus(disp_inv_m: np.ndarray, *, focal_length_mm: float, f_nu
                focal_length_mm=focal_length_mm, f_number=f_number, pixel_pitch_um=pixel_pitch_um,
                focus_distance_m=focus_distance_m, image_scale=image_scale)
     return out, rec
+
+
+METRIC_DISPARITY_UNITS = ("1/m", "1/meter", "1/metre", "m^-1", "diopter", "dioptre")
+
+
+def wide_defocus_from_bundle(disp: np.ndarray, meta: dict, f_wide_px: float | None,
+                             units: str | None) -> tuple[np.ndarray, dict]:
+    """DC2's ``defocus_wide`` input for a UW+W bundle: the W capture's own CoC radius (px) from its
+    metric disparity (1/m) and the capture's lens state in meta.json (``focus_distance_m``,
+    ``f_number``, ``focal_length_mm``, top level or under ``wide``), through
+    :func:`wide_capture_defocus`; the pixel pitch is ``focal_length_mm / f_wide_px`` so any image
+    scale is accounted for. Without those facts: zeros (the network then treats W as sharp) and
+    the list of what was missing, so the caller can say so."""
+    wide = meta.get("wide") if isinstance(meta.get("wide"), dict) else {}
+    pick = lambda key: wide.get(key, meta.get(key))  # noqa: E731
+    s, n, f_mm = pick("focus_distance_m"), pick("f_number"), pick("focal_length_mm")
+    missing = []
+    if (units or "").strip().lower() not in METRIC_DISPARITY_UNITS:
+        missing.append(f"disparity in 1/m (meta.json disparity.units is {units or 'not given'})")
+    for key, val in (("focus_distance_m", s), ("f_number", n), ("focal_length_mm", f_mm)):
+        if not val:
+            missing.append(f"meta.json {key}")
+    if not f_wide_px:
+        missing.append("the wide camera's focal length in pixels")
+    if missing:
+        return np.zeros(disp.shape, np.float32), {"estimate": "zero (W treated as sharp)", "missing": missing}
+    out, rec = wide_capture_defocus(disp, focal_length_mm=float(f_mm), f_number=float(n),
+                                    pixel_pitch_um=float(f_mm) * 1e3 / float(f_wide_px),
+                                    focus_distance_m=float(s))
+    rec["estimate"] = "thin lens from metric disparity and meta.json"
+    return out, rec

@@ -88,7 +88,7 @@ def model_inputs(model: str, capture: Capture, *, focus: tuple[int, int] | None 
         return {"left": _nchw(left), "right": _nchw(right), "focus_mask": _nchw(mask)}, rec
     if model == "dc2":
         from runtime_py.align import align_uw_to_w
-        from runtime_py.defocus_maps import defocus_map
+        from runtime_py.defocus_maps import defocus_map, wide_defocus_from_bundle
 
         if "wide" not in capture.arrays or "ultrawide" not in capture.arrays:
             raise RunError(f"{capture.path}: dc2 needs a UW+W bundle (wide + ultrawide), got {capture.kind}")
@@ -104,9 +104,10 @@ def model_inputs(model: str, capture: Capture, *, focus: tuple[int, int] | None 
         scale = aperture * DEFOCUS_NORM_PX / dr  # aperture 1: the scene's disparity range spans 10 px of blur
         target, trec = defocus_map(disp, scale, point=None if mask is not None else (w // 2, h // 2),
                                    mask=mask.astype(bool) if mask is not None else None)
-        own = np.zeros((h, w), np.float32)  # W's own defocus: unknown without its focus metadata
+        own, orec = wide_defocus_from_bundle(disp, capture.meta or {}, capture.record.get("wide_focal_px"),
+                                             (capture.record.get("disparity") or {}).get("units"))
         rec.update({"size": [h, w], "alignment": al.report.__dict__ if hasattr(al.report, "__dict__") else str(al.report),
-                    "target_defocus": trec, "aperture": aperture})
+                    "target_defocus": trec, "wide_defocus": orec, "aperture": aperture})
         return {"wide": _nchw(wide), "ultrawide": _nchw(al.warped),
                 "defocus_wide": _nchw(np.clip(own / DEFOCUS_NORM_PX, 0, 1)),
                 "defocus_target": _nchw(np.clip(target / DEFOCUS_NORM_PX, 0, 1)),

@@ -9,6 +9,7 @@ from calibration.cameras import get_camera
 from export import pipeline
 from export.common import ExportRequest
 from models.checkpoint import save_checkpoint
+from models.dc2 import DEFOCUS_NORM_PX
 from models.registry import get
 from runtime_py import run_capture
 from runtime_py.captures import open_capture
@@ -127,9 +128,20 @@ def test_dc2_runs_on_a_uw_w_bundle(tmp_path):
     assert ins1["ultrawide"].shape == ins1["wide"].shape == (1, 3, h, w)
     out = run_capture.run(runner, "dc2", ins1)
     assert out["image"].shape == (1, 3, h, w) and out["mask_uw_half"].shape == (1, 1, h // 2, w // 2)
+    assert ins1["defocus_wide"].max() == 0 and rec["wide_defocus"]["missing"]  # no lens state in meta.json
     r = CliRunner().invoke(cli.app, ["run", "--model", "uid", "--capture", str(b), "--checkpoint", str(ck),
                                      "--out", str(tmp_path / "o")])
     assert r.exit_code == 2  # a dc2 checkpoint asked to be uid
+    # with the capture's lens state, W's own defocus matches the engine's ground truth (thin lens)
+    meta = json.loads((b / "meta.json").read_text())
+    meta.update(focus_distance_m=s.meta["focus_distance_m"], f_number=s.meta["f_number"],
+                wide={**meta["wide"], "focal_length_mm": pair["wide"].focal_length})
+    (b / "meta.json").write_text(json.dumps(meta))
+    ins2, rec2 = run_capture.model_inputs("dc2", open_capture(b), focus=(48, 32), aperture=2.0)
+    est = ins2["defocus_wide"][0, 0] * DEFOCUS_NORM_PX
+    truth = np.clip(s.defocus_wide, 0, DEFOCUS_NORM_PX)
+    assert rec2["wide_defocus"]["estimate"].startswith("thin lens") and truth.max() > 2
+    assert np.median(np.abs(est - truth)) < 0.05 and np.percentile(np.abs(est - truth), 99) < 0.5
 
 
 @pytest.mark.slow
