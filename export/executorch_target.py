@@ -75,7 +75,7 @@ def convert(ctx) -> dict:
         raise RuntimeError("XNNPACK could not load the int8 program at any filter level")
     if ctx.precision == "int8":
         notes.append(f"PT2E static int8 (XNNPACKQuantizer, symmetric per-channel weights), filter level {level}: "
-                     "ConvLSTM gate math, computed-weight and 1-channel convs kept float"
+                     "ConvLSTM gate math and computed-weight convs kept float"
                      + (", plus convs with < 8 channels" if level >= 1 else "")
                      + (", grouped and transposed convs" if level >= 2 else ""))
     elif ctx.precision == "fp16" and ctx.target == "executorch":

@@ -6,9 +6,14 @@ what XNNPACK cannot run quantised on this stack (found on the three models, tiny
 - the ConvLSTM cell's element-wise gate math (the state outputs h_next/c_next as quantised
   delegate outputs make XNNPACK's shape propagation fail; c is unbounded anyway); its gate conv
   stays int8;
-- convolutions whose weights are computed in the graph (UiD kernel bank), not constants;
-- convolutions with one input or output channel (UiD's CoC maps: "Failed to create convolution
-  node ... xnn_status_invalid_parameter").
+- convolutions whose weights are computed in the graph (UiD kernel bank), not constants.
+Two graph fixes make UiD and DC2 programs loadable (issue 5; both were refused at every filter
+level before): :func:`untie_shared_weights` before annotation (a module called twice shared its
+fp32 bias between an int8 and a float conv: "Failed to create convolution node ...
+xnn_status_invalid_parameter") and :func:`duplicate_shared_dequants` after conversion (a shared
+dequantize made a float ``clamp`` read int8: "XNN Runtime creation failed with code:
+xnn_status_unsupported_parameter"). The 1-channel-conv rule that used to be here was a misreading
+of the first failure (UiD's 1-channel convs ``P_rgb``/``P_feat`` are the ones called twice).
 """
 from __future__ import annotations
 
@@ -49,7 +54,9 @@ def _is_conv(n) -> bool:
 
 def xnnpack_node_filter(n, level: int = 0) -> bool:
     """True: quantise this node. ``level`` 1 also keeps convs with < 8 input or output channels
-    float, level 2 grouped and transposed convs too (used when XNNPACK rejects a level-0 program)."""
+    float, level 2 grouped and transposed convs too (fallbacks for when XNNPACK rejects a level-0
+    program; none of the three models needs them since :func:`untie_shared_weights` and
+    :func:`duplicate_shared_dequants`)."""
     stack = n.meta.get("nn_module_stack") or {}
     in_lstm = any("ConvLSTMCell" in str(v[1]) for v in stack.values())
     if in_lstm and not _is_conv(n):
@@ -62,11 +69,84 @@ def xnnpack_node_filter(n, level: int = 0) -> bool:
         if val is not None and val.dim() == 4:
             transposed = "transpose" in str(n.target)
             cin, cout = (val.shape[0], val.shape[1]) if transposed else (val.shape[1], val.shape[0])
-            if cin == 1 or cout == 1 or (level >= 1 and min(cin, cout) < 8):
+            if level >= 1 and min(cin, cout) < 8:
                 return False
         if level >= 2 and ("transpose" in str(n.target) or (len(n.args) > 8 and n.args[8] != 1)):
             return False
     return True
+
+
+def _is_conv_or_linear(n) -> bool:
+    return n.op == "call_function" and ("conv" in str(n.target) or "linear" in str(n.target))
+
+
+def untie_shared_weights(gm: torch.fx.GraphModule) -> int:
+    """Give each conv / linear call its own copy of weights and biases it shares with another call.
+
+    A module applied more than once (UiD's siamese disparity stem runs on both views) gives one
+    ``get_attr`` node per parameter with several conv users. The XNNPACK quantizer annotates a conv
+    together with its weight and bias nodes and skips any conv whose nodes are already annotated,
+    so only the first call is quantised and the second stays float while *sharing its fp32 bias
+    node* with the int8 conv. The XNNPACK delegate defines each graph value once: the shared bias
+    becomes either an fp32 tensor (used by the int8 conv) or an int32 one (used by the fp32 conv),
+    and ``xnn_define_convolution_2d`` rejects the mismatched bias datatype at load ("Failed to
+    create convolution node ... xnn_status_invalid_parameter"). A per-call copy (the same values;
+    the model's parameters are untouched) lets both calls be quantised, each with its own int32
+    bias (its scale is input scale x weight scale, which differs per call). Returns the number of
+    copies made.
+    """
+    made = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "get_attr":
+            continue
+        users = [u for u in node.users if _is_conv_or_linear(u)]
+        if len(users) < 2:
+            continue
+        value = gm.get_parameter(node.target) if node.target in dict(gm.named_parameters()) else \
+            gm.get_buffer(node.target)
+        for user in users[1:]:
+            name = f"_untied_{node.target.replace('.', '_')}_{made}"
+            gm.register_parameter(name, nn.Parameter(value.detach().clone(), requires_grad=False))
+            with gm.graph.inserting_before(user):
+                copy_node = gm.graph.get_attr(name)
+            copy_node.meta = dict(node.meta)
+            user.replace_input_with(node, copy_node)
+            made += 1
+    if made:
+        gm.graph.lint()
+        gm.recompile()
+    return made
+
+
+def duplicate_shared_dequants(gm: torch.fx.GraphModule) -> int:
+    """Give every consumer of a shared ``dequantize_per_tensor`` node its own copy.
+
+    torchao's ``DuplicateDQPass`` copies a shared dequantize only for *annotated* users. An op the
+    XNNPACK quantizer does not annotate (``sub``, ``clamp``) that sits between quantised ops (DC2's
+    blend ``w + m * (uw - w)``: the ``mul`` observes the ``sub`` output) keeps sharing its input
+    dequantize with its siblings, e.g. the ``clamp`` of the ``refined_w`` graph output. XNNPACK's
+    partitioner sees ``dq -> sub -> q``, lowers the ``sub`` as int8 and tags its input dequantize as
+    implicit (folded away), which also removes it from the ``clamp``'s path: the float clamp gets an
+    int8 input and an fp32 output, and XNNPACK refuses the mixed-type clamp when it creates the
+    runtime ("XNN Runtime creation failed with code: xnn_status_unsupported_parameter"). With a
+    private dequantize per user, the clamp keeps an explicit int8 -> fp32 convert. Returns the number
+    of copies made (the graph computes the same values).
+    """
+    targets = (torch.ops.quantized_decomposed.dequantize_per_tensor.default,
+               torch.ops.quantized_decomposed.dequantize_per_tensor.tensor)
+    made = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target not in targets or len(node.users) < 2:
+            continue
+        for user in list(node.users)[1:]:
+            with gm.graph.inserting_after(node):
+                copy_node = gm.graph.node_copy(node)
+            user.replace_input_with(node, copy_node)
+            made += 1
+    if made:
+        gm.graph.lint()
+        gm.recompile()
+    return made
 
 
 def pt2e_xnnpack_int8(model: nn.Module, args: tuple, calibration: list[tuple], level: int = 0) -> nn.Module:
@@ -76,10 +156,13 @@ def pt2e_xnnpack_int8(model: nn.Module, args: tuple, calibration: list[tuple], l
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     gm = torch.export.export(model, args).module()
+    untie_shared_weights(gm)  # before annotation: every call of a shared conv gets quantised
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     quantizer.set_filter_function(lambda n: xnnpack_node_filter(n, level))
     prepared = prepare_pt2e(gm, quantizer)
     with torch.no_grad():
         for sample in calibration:
             prepared(*sample)
-    return convert_pt2e(prepared)
+    converted = convert_pt2e(prepared)
+    duplicate_shared_dequants(converted)  # after DuplicateDQPass, which skips unannotated users
+    return converted

@@ -73,3 +73,87 @@ def test_coreml_converts_and_inspects(tmp_path, precision):
     if platform.system() != "Darwin":
         assert par["ran"] is False and par["verdict"] == "not run"
         assert par["reason"] == "not run: Core ML predictions need macOS"
+
+
+# --- XNNPACK static int8: programs the runtime refused at load (issue 5) -----------------------
+
+
+def _xnnpack_int8_loads(model, args, tmp_path):
+    """PT2E int8 + XNNPACK lowering as ``executorch_target.convert`` does it (filter level 0);
+    returns the loaded method."""
+    import executorch.kernels.quantized  # noqa: F401
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from executorch.runtime import Runtime
+
+    from export.quantize import pt2e_xnnpack_int8
+
+    q = pt2e_xnnpack_int8(model.eval(), args, [args], level=0)
+    edge = to_edge_transform_and_lower(torch.export.export(q, args), partitioner=[XnnpackPartitioner()])
+    path = tmp_path / "model.pte"
+    path.write_bytes(edge.to_executorch().buffer)
+    return Runtime.get().load_program(str(path)).load_method("forward")  # raises if XNNPACK refuses
+
+
+class _SharedConv(torch.nn.Module):
+    """A conv module called twice (UiD's siamese stem, coc_features run for F_D and F_D_trg)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, 2, 1), torch.nn.LeakyReLU(0.1),
+                                        torch.nn.Conv2d(4, 4, 3, 2, 1))
+
+    def forward(self, a, b):
+        return (self.stem(a) * self.stem(b),)
+
+
+class _BlendWithClampedOutputs(torch.nn.Module):
+    """DC2's blend ``w + m * (uw - w)`` with ``w`` and ``uw`` also clamped into graph outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.c, self.d = torch.nn.Conv2d(3, 3, 3, padding=1), torch.nn.Conv2d(3, 3, 3, padding=1)
+        self.m = torch.nn.Conv2d(3, 2, 3, padding=1)
+
+    def forward(self, a):
+        w, uw = a + self.c(a), a + self.d(a)
+        m = torch.softmax(self.m(a), 1)[:, 1:2]
+        return torch.clamp(w + m * (uw - w), 0, 1), m, torch.clamp(w, 0, 1), torch.clamp(uw, 0, 1)
+
+
+def test_xnnpack_int8_shared_conv_loads(tmp_path):
+    """A shared conv's second call stayed float and shared its bias with the int8 first call:
+    "Failed to create convolution node ... xnn_status_invalid_parameter" at load."""
+    from export.quantize import untie_shared_weights
+
+    torch.manual_seed(0)
+    model = _SharedConv().eval()
+    gm = torch.export.export(model, (torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16))).module()
+    assert untie_shared_weights(gm) == 4  # two weights + two biases get a second copy
+    args = (torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16))
+    method = _xnnpack_int8_loads(model, args, tmp_path)
+    with torch.no_grad():
+        ref = model(*args)[0]
+    got = method.execute(list(args))[0]
+    assert float((got - ref).abs().max()) < 0.05 * float(ref.abs().max())
+
+
+def test_xnnpack_int8_blend_with_clamped_outputs_loads(tmp_path):
+    """A shared dequantize feeding an int8 ``sub`` and a float ``clamp`` output: "XNN Runtime creation
+    failed with code: xnn_status_unsupported_parameter" at load."""
+    torch.manual_seed(0)
+    a = torch.rand(1, 3, 16, 16)
+    method = _xnnpack_int8_loads(_BlendWithClampedOutputs(), (a,), tmp_path)
+    assert len(method.execute([a])) == 4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model,size", [("uid", 32), ("dc2", 32)])
+def test_xnnpack_int8_uid_dc2_load_and_pass(tmp_path, model, size):
+    """UiD (~1 min) and DC2 (~10-20 min: the 49-tap dynamic filters) int8 .pte load at filter
+    level 0 and meet the int8 threshold on the realistic set."""
+    row, man, par, d = _export(tmp_path, model=model, target="executorch", precision="int8", size=size)
+    assert par["ran"] and row["verdict"] == "pass", row
+    assert not any("refused" in n for n in man["conversion"]["notes"]), man["conversion"]["notes"]
+    real = min(e["psnr"] for e in par["sets"]["realistic"].values())
+    assert real >= 30, par["sets"]["realistic"]
