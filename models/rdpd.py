@@ -31,7 +31,9 @@ class RDPDConfig:
 
 RDPD_VARIANTS: dict[str, RDPDConfig] = {
     "paper": RDPDConfig(),
-    "mobile": RDPDConfig(widths=(8, 16, 32, 64), bottleneck=128, residual=True),  # width multiplier 0.25
+    # mobile: width multiplier 0.25 on the deep levels, but 16-48 channels at 1x-1/4: with 8 at full
+    # resolution the net could not even overfit one batch (docs/MODELS.md, "RDPD mobile widths")
+    "mobile": RDPDConfig(widths=(16, 32, 48, 64), bottleneck=128, residual=True),
     "tiny": RDPDConfig(widths=(4, 4, 8, 8), bottleneck=16, residual=True),
 }
 
