@@ -6,7 +6,9 @@ what XNNPACK cannot run quantised on this stack (found on the three models, tiny
 - the ConvLSTM cell's element-wise gate math (the state outputs h_next/c_next as quantised
   delegate outputs make XNNPACK's shape propagation fail; c is unbounded anyway); its gate conv
   stays int8;
-- convolutions whose weights are computed in the graph (UiD kernel bank), not constants.
+- convolutions whose weights are computed in the graph (UiD kernel bank), not constants;
+- ops that depend on weights only (UiD's ``P_k`` embedding of the kernel bank): the ExecuTorch
+  target constant-folds them, which lets XNNPACK take the convs that use them as weights.
 Two graph fixes make UiD and DC2 programs loadable (issue 5; both were refused at every filter
 level before): :func:`untie_shared_weights` before annotation (a module called twice shared its
 fp32 bias between an int8 and a float conv: "Failed to create convolution node ...
@@ -52,11 +54,36 @@ def _is_conv(n) -> bool:
     return n.op == "call_function" and "conv" in str(n.target) and len(n.args) > 1
 
 
+def _depends_on_inputs(n) -> bool:
+    """Whether a graph input (placeholder) is upstream of ``n`` (memoised in ``n.meta``)."""
+    key = "_depends_on_inputs"
+    if key not in n.meta:
+        stack = [n]
+        while stack:  # iterative post-order: deep graphs would overflow recursion
+            m = stack[-1]
+            if key in m.meta:
+                stack.pop()
+                continue
+            if m.op == "placeholder":
+                m.meta[key] = True
+                stack.pop()
+                continue
+            todo = [a for a in m.all_input_nodes if key not in a.meta]
+            if todo:
+                stack.extend(todo)
+                continue
+            m.meta[key] = any(a.meta[key] for a in m.all_input_nodes)
+            stack.pop()
+    return n.meta[key]
+
+
 def xnnpack_node_filter(n, level: int = 0) -> bool:
     """True: quantise this node. ``level`` 1 also keeps convs with < 8 input or output channels
     float, level 2 grouped and transposed convs too (fallbacks for when XNNPACK rejects a level-0
     program; none of the three models needs them since :func:`untie_shared_weights` and
     :func:`duplicate_shared_dequants`)."""
+    if n.op == "call_function" and not _depends_on_inputs(n):
+        return False  # computed from weights only (UiD's P_k(kernel bank)): folded at lowering instead
     stack = n.meta.get("nn_module_stack") or {}
     in_lstm = any("ConvLSTMCell" in str(v[1]) for v in stack.values())
     if in_lstm and not _is_conv(n):
