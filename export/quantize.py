@@ -139,10 +139,15 @@ def untie_shared_weights(gm: torch.fx.GraphModule) -> int:
             copy_node.meta = dict(node.meta)
             user.replace_input_with(node, copy_node)
             made += 1
-    if made:
+    return _recompiled(gm, made)
+
+
+def _recompiled(gm: torch.fx.GraphModule, changes: int) -> int:
+    """Check and regenerate ``gm`` after a graph edit (when there was one); returns ``changes``."""
+    if changes:
         gm.graph.lint()
         gm.recompile()
-    return made
+    return changes
 
 
 def duplicate_shared_dequants(gm: torch.fx.GraphModule) -> int:
@@ -170,10 +175,7 @@ def duplicate_shared_dequants(gm: torch.fx.GraphModule) -> int:
                 copy_node = gm.graph.node_copy(node)
             user.replace_input_with(node, copy_node)
             made += 1
-    if made:
-        gm.graph.lint()
-        gm.recompile()
-    return made
+    return _recompiled(gm, made)
 
 
 def pt2e_xnnpack_int8(model: nn.Module, args: tuple, calibration: list[tuple], level: int = 0) -> nn.Module:
