@@ -94,5 +94,9 @@ def test_cli_trains_and_evaluates_on_a_dpdd_folder(data_root, tmp_path):
 
     scores = json.loads((tmp_path / "s.json").read_text())["scores"]["deblur"]
     assert set(scores) == {"input (combined view)", "model"}  # no Wiener: a capture has no true PSF
+    r = runner.invoke(cli.app, ["train", "--model", "rdpd", "--variant", "tiny", "--steps", "1", "--lr-halving-steps", "5",
+                                "--init", str(tmp_path / "rdpd-tiny" / "last.safetensors"), "--out", str(tmp_path / "ft"),
+                                "--device", "cpu"])
+    assert r.exit_code == 0 and "warm start from" in r.output, r.output
     r = runner.invoke(cli.app, ["evaluate", "--model", "uid", "--data", dpdd])
     assert r.exit_code != 0 and "DPDD folders train RDPD only" in r.output and "Traceback" not in r.output
