@@ -132,6 +132,12 @@ def test_dc2_runs_on_a_uw_w_bundle(tmp_path):
     r = CliRunner().invoke(cli.app, ["run", "--model", "uid", "--capture", str(b), "--checkpoint", str(ck),
                                      "--out", str(tmp_path / "o")])
     assert r.exit_code == 2  # a dc2 checkpoint asked to be uid
+    for flag, mode in (("--align-depth", "depth"), ("--no-align-depth", "dis")):  # the run records its flow
+        o = tmp_path / f"run{flag}"
+        r = CliRunner().invoke(cli.app, ["run", "--model", "dc2", "--capture", str(b), "--checkpoint", str(ck),
+                                         "--focus", "48,32", flag, "--out", str(o)])
+        assert r.exit_code == 0, r.output
+        assert json.loads((o / "run.json").read_text())["alignment"]["flow_mode"].startswith(mode)
     # with the capture's lens state, W's own defocus matches the engine's ground truth (thin lens)
     meta = json.loads((b / "meta.json").read_text())
     meta.update(focus_distance_m=s.meta["focus_distance_m"], f_number=s.meta["f_number"],
