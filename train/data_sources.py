@@ -78,12 +78,13 @@ def _crop_window(target: np.ndarray, size: int, rng: np.random.Generator, where:
 def _from_dpdd(root: Path, model: str, size: int, limit: int, rng, crops_per_image: int,
                split: str) -> list[Example]:
     from runtime_py.captures import CaptureError, DPDDDataset
+    from runtime_py.captures.dpdd import find_splits
 
     if model != "rdpd":
         raise DataSourceError(f"{root}: DPDD folders train RDPD only ({model} needs npz shards from "
                               f"`cli.py synth --format npz`{' --refocus' if model == 'uid' else ' --camera phone_w_uw'})")
     try:
-        ds = DPDDDataset(root, split) if split in _splits(root) else DPDDDataset(root)
+        ds = DPDDDataset(root, split) if split in find_splits(root) else DPDDDataset(root)
     except CaptureError as exc:
         raise DataSourceError(str(exc)) from None
     out: list[Example] = []
@@ -99,12 +100,6 @@ def _from_dpdd(root: Path, model: str, size: int, limit: int, rng, crops_per_ima
             if len(out) >= limit:
                 return out
     return out
-
-
-def _splits(root: Path) -> list[str]:
-    from runtime_py.captures.dpdd import find_splits
-
-    return find_splits(root)
 
 
 def _from_npz(root: Path, model: str, size: int, limit: int, rng) -> list[Example]:
@@ -135,8 +130,7 @@ def _from_npz(root: Path, model: str, size: int, limit: int, rng) -> list[Exampl
 
 def _npz_example(s, model: str, size: int, rng, where: str) -> Example:
     """Crop one shard sample to ``size`` (textured crop) and build the model's example."""
-    full = s.wide if model == "dc2" else s.sharp
-    h, w = full.shape[:2]
+    h, w = s.sharp.shape[:2]
     y, x = _crop_window(s.sharp, size, rng, where)
     radial = radial_map(size, size, h, w, y, x)
     if model == "dc2":
