@@ -13,18 +13,48 @@ import torch
 QUANTISED_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
 
 
-def strip_debug_info(path) -> int:
-    """Drop the exporter's per-node debug metadata (stack traces, module names) and the cached
-    intermediate shapes from an ONNX file, in place; returns the bytes saved. Shipping artifacts
-    do not need them and they were a third of DC2's file."""
+# Initializers that keep their PyTorch names after slimming (weights and biases, float or int8), so a
+# viewer such as Netron still shows which layer a tensor belongs to.
+_NAMED_INITIALIZERS = (".weight", ".bias", "weight_quantized", "bias_quantized")
+
+
+def slim(path) -> int:
+    """Shrink an ONNX file in place without changing what it computes; returns the bytes saved.
+
+    Drops the exporter's per-node debug metadata (stack traces, module names), the cached
+    intermediate shapes and the node names, and renames intermediate values and quantisation
+    parameters to short ids (``v0``, ``v1``...). Graph inputs, outputs and the weight/bias
+    initializers keep their names. On DC2 (3,100 nodes, 844 of them slices of the 49-tap dynamic
+    filter) the names alone were 12 % of the int8 file."""
     import onnx
 
     before = path.stat().st_size
     m = onnx.load(str(path))
-    for node in m.graph.node:
+    g = m.graph
+    for node in g.node:
         del node.metadata_props[:]
         node.doc_string = ""
-    del m.graph.value_info[:]
+        node.name = ""
+    del g.value_info[:]
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in g.node for a in n.attribute):
+        keep_all = True  # control flow: sub-graphs may refer to outer names, keep every name
+    else:
+        keep_all = False
+    keep = {v.name for v in g.input} | {v.name for v in g.output}
+    keep |= {t.name for t in g.initializer if t.name.endswith(_NAMED_INITIALIZERS)}
+    short: dict[str, str] = {}
+
+    def rename(name: str) -> str:
+        if keep_all or not name or name in keep:
+            return name
+        return short.setdefault(name, f"v{len(short)}")
+
+    for t in g.initializer:
+        t.name = rename(t.name)
+    for node in g.node:
+        node.input[:] = [rename(n) for n in node.input]
+        node.output[:] = [rename(n) for n in node.output]
+    onnx.checker.check_model(m)
     tmp = path.with_suffix(".tmp.onnx")
     onnx.save(m, str(tmp))
     tmp.replace(path)
@@ -54,8 +84,6 @@ def convert(ctx) -> dict:
         torch.onnx.export(ctx.model, ctx.args, str(float_path), dynamo=True, input_names=ctx.input_names,
                           output_names=ctx.output_names, external_data=False, verbose=False)
     notes = ["torch.onnx.export(dynamo=True)"]
-    if ctx.precision != "int8":
-        notes.append(f"debug metadata stripped ({strip_debug_info(float_path) / 1e6:.2f} MB)")
     if ctx.precision == "int8":
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
         from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -73,8 +101,8 @@ def convert(ctx) -> dict:
             p.unlink(missing_ok=True)
         notes.append("onnxruntime quantize_static: QDQ, per-channel int8 weights, uint8 activations (MinMax), "
                      f"ops {'/'.join(QUANTISED_OPS)}")
-    saved = strip_debug_info(path)
-    notes.append(f"debug metadata stripped ({saved / 1e6:.2f} MB)")
+    saved = slim(path)
+    notes.append(f"slimmed: debug metadata, node names and long value names dropped ({saved / 1e6:.2f} MB)")
     m = onnx.load(str(path), load_external_data=False)
     ops: dict[str, int] = {}
     for node in m.graph.node:

@@ -32,6 +32,36 @@ def test_onnx_int8_quantises_only_convolutions_and_ships_without_debug_metadata(
         readers = [c for dq in consumers.get(q.output[0], []) for c in consumers.get(dq.output[0], [])]
         assert (src is not None and src.op_type in conv_like) or any(c.op_type in conv_like for c in readers), \
             (q.name, src.op_type if src is not None else "graph input", [c.op_type for c in readers])
-    assert not any(len(n.metadata_props) for n in m.graph.node)
+    assert not any(len(n.metadata_props) or n.name for n in m.graph.node)
     _, f = _onnx(tmp_path, "fp32")
     assert not any(len(n.metadata_props) for n in f.graph.node) and len(f.graph.value_info) == 0
+
+
+def test_slim_keeps_outputs_bit_exact_and_weight_names(tmp_path):
+    """slim() renames intermediate values and drops node names: same outputs, smaller file, weights
+    still named after their PyTorch parameters, graph I/O names untouched."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from export.onnx_target import slim
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.LeakyReLU(0.1),
+                              torch.nn.Conv2d(8, 3, 3, padding=1)).eval()
+    x = torch.rand(1, 3, 16, 16)
+    path = tmp_path / "net.onnx"
+    torch.onnx.export(net, (x,), str(path), dynamo=True, input_names=["image"], output_names=["out"],
+                      external_data=False)
+    feed = {"image": x.numpy()}
+    before = ort.InferenceSession(str(path)).run(None, feed)[0]
+    size = path.stat().st_size
+    saved = slim(path)
+    assert saved > 0 and path.stat().st_size == size - saved
+    after = ort.InferenceSession(str(path)).run(None, feed)[0]
+    np.testing.assert_array_equal(before, after)
+    m = onnx.load(str(path))
+    assert [i.name for i in m.graph.input] == ["image"] and [o.name for o in m.graph.output] == ["out"]
+    assert all(n.name == "" for n in m.graph.node)
+    assert {"0.weight", "2.weight"} <= {t.name for t in m.graph.initializer}
+    internal = {o for n in m.graph.node for o in n.output} - {"out"}
+    assert internal and all(len(o) <= 6 for o in internal)
