@@ -61,6 +61,17 @@ def slim(path) -> int:
     return before - path.stat().st_size
 
 
+def grouped_convs(path) -> list[str]:
+    """Names of the grouped (depthwise) Conv nodes of an ONNX file. They stay float under int8, as
+    on LiteRT: UiD's kernel bank, its inverse and the smooth up-sampling blur are depthwise convs
+    whose weights (an inverse kernel's large centre and small ringing tails) do not survive int8."""
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    return [n.name for n in m.graph.node if n.op_type == "Conv"
+            and any(a.name == "group" and a.i > 1 for a in n.attribute)]
+
+
 class _Reader:
     """onnxruntime CalibrationDataReader over a list of input dicts."""
 
@@ -93,14 +104,15 @@ def convert(ctx) -> dict:
             quant_pre_process(str(float_path), str(pre), skip_symbolic_shape=True)
         except Exception:  # pre-processing is an optimisation; quantise the raw graph if it fails
             pre = float_path
+        float_convs = grouped_convs(pre)
         quantize_static(str(pre), str(path), _Reader(ctx.calibration, ctx.input_names),
                         quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                        op_types_to_quantize=QUANTISED_OPS)
+                        op_types_to_quantize=QUANTISED_OPS, nodes_to_exclude=float_convs)
         for p in {float_path, pre}:
             p.unlink(missing_ok=True)
         notes.append("onnxruntime quantize_static: QDQ, per-channel int8 weights, uint8 activations (MinMax), "
-                     f"ops {'/'.join(QUANTISED_OPS)}")
+                     f"ops {'/'.join(QUANTISED_OPS)}; {len(float_convs)} grouped (depthwise) convs kept float")
     saved = slim(path)
     notes.append(f"slimmed: debug metadata, node names and long value names dropped ({saved / 1e6:.2f} MB)")
     m = onnx.load(str(path), load_external_data=False)

@@ -1,4 +1,4 @@
-"""ONNX artifact hygiene: int8 quantises only the convolutions, shipped files carry no exporter
+"""ONNX artifact hygiene: int8 quantises only the (non-grouped) convolutions, shipped files carry no exporter
 debug metadata (stack traces were a third of DC2's file)."""
 from __future__ import annotations
 
@@ -32,6 +32,9 @@ def test_onnx_int8_quantises_only_convolutions_and_ships_without_debug_metadata(
         readers = [c for dq in consumers.get(q.output[0], []) for c in consumers.get(dq.output[0], [])]
         assert (src is not None and src.op_type in conv_like) or any(c.op_type in conv_like for c in readers), \
             (q.name, src.op_type if src is not None else "graph input", [c.op_type for c in readers])
+    grouped = [n for n in m.graph.node if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    assert grouped  # UiD's kernel bank: depthwise convs keep float weights (int8 ruins inverse kernels)
+    assert all(n.input[1] not in producers or producers[n.input[1]].op_type != "DequantizeLinear" for n in grouped)
     assert not any(len(n.metadata_props) or n.name for n in m.graph.node)
     _, f = _onnx(tmp_path, "fp32")
     assert not any(len(n.metadata_props) for n in f.graph.node) and len(f.graph.value_info) == 0
