@@ -8,7 +8,7 @@ import pytest
 
 from calibration.cameras import get_pair
 from runtime_py.align import (AlignError, ParallaxModel, align_uw_to_w, alignment_metrics, alignment_visual,
-                              fb_occlusion, fit_colour, match_moments, parallax_from_geometry, prealign_from_features,
+                              depth_guided_flow, fb_occlusion, fit_colour, match_moments, parallax_from_geometry, prealign_from_features,
                               prealign_from_focal, remap_channels, resize_disparity, splat_occlusion)
 from train.synth.dual_camera import make_dual_camera_sample
 from train.synth.scenes import fronto_plane, random_scene, slanted_plane
@@ -206,6 +206,21 @@ def test_depth_guided_flow_beats_dis_on_engine_pair(engine_pair):
     assert epe["select"] < 0.5 < plain
     assert epe["select"] < epe["none"] < epe["dis"]
     assert res.report.flow_mode == "depth+dis" and res.report.parallax["source"] == "fit"
+
+
+def test_depth_edges_snap_to_the_nearer_side_where_matching_cannot_tell():
+    """Textureless images leave matching no say: each pixel of a blurred depth step takes the
+    side its own value is closer to, which puts the step back where it was (seed of the snap
+    rule in ``depth_guided_flow``); the old rule kept the blurred values (error up to 4 px)."""
+    h, w = 32, 96
+    true = np.where(np.arange(w)[None, :] < 40, 10.0, 2.0).repeat(h, 0).astype(np.float32)
+    blurred = cv2.GaussianBlur(true, (0, 0), 3.0)
+    grey = np.full((h, w, 3), 0.5, np.float32)
+    model = ParallaxModel(np.array([-1.0, 0.0]), np.zeros(2), "px")
+    flow, chosen, edge = depth_guided_flow(grey, grey, blurred, model, edge_radius=8)
+    assert edge[:, 34:46].all()
+    # the step is back where it was (up to the blur's tail, 0.02, in the min / max plateaus)
+    assert np.abs(chosen - true).max() < 0.05 and np.allclose(flow[..., 0], -chosen)
 
 
 def test_fit_parallax_needs_no_units_or_direction(engine_pair):
