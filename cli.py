@@ -365,6 +365,8 @@ def export_cmd(
     out: Path = typer.Option(Path("artifacts"), help="Artifact root: <out>/<model>-<variant>/<target>-<precision>-<HxW>/."),
     min_psnr: Optional[float] = typer.Option(None, help="Override the PSNR threshold (fp32 60, fp16 40, int8 30 dB)."),
     force: bool = typer.Option(False, help="Replace existing artifact folders."),
+    litert_recipe: Optional[Path] = typer.Option(None, help="tflite only: your ai-edge-quantizer recipe (JSON list "
+                                                 "of entries) instead of the built-in rule (int8: convolutions only)."),
 ) -> None:
     """Convert, quantise and verify models for phones; prints a verdict table, exits 1 if a verdict fails."""
     from export.common import parse_size
@@ -372,9 +374,17 @@ def export_cmd(
 
     try:
         h, w = parse_size(size)
+        extra = {}
+        if litert_recipe is not None:
+            from export.common import normalise_target
+            from export.litert_target import load_recipe
+
+            if target.lower() != "all" and normalise_target(target.lower()) != "tflite":
+                raise ValueError(f"--litert-recipe applies to --target tflite (or all), not {target}")
+            extra["litert_recipe"] = {"path": str(litert_recipe), "entries": load_recipe(litert_recipe)}
         reqs, refused = plan([model.lower()], [target.lower()], precision, height=h, width=w, variant=variant,
                              checkpoint=checkpoint, calibration=calibration, calibration_count=calibration_count,
-                             outputs=outputs, out=out, force=force, min_psnr=min_psnr)
+                             outputs=outputs, out=out, force=force, min_psnr=min_psnr, extra=extra)
         bar, update = _progress(f"export {model} -> {target} {precision} {size}")
         with bar:
             rows = export_many(reqs, progress=update, log=lambda s: bar.console.print(f"[dim]{s}[/]"))

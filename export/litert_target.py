@@ -37,6 +37,35 @@ def _recipe(precision: str) -> list:
     return rec
 
 
+RECIPE_KEYS = ("regex", "operation", "algorithm_key")
+
+
+def load_recipe(path) -> list[dict]:
+    """A user's ai-edge-quantizer recipe (JSON: a list of ``{"regex", "operation",
+    "algorithm_key", "op_config"}`` entries, as ``ai_edge_quantizer.recipe`` functions return),
+    used instead of this module's rule, e.g. to quantise more op types for speed. Raises
+    ExportError naming the file and the problem."""
+    import json
+    from pathlib import Path
+
+    from .common import ExportError
+
+    path = Path(path)
+    try:
+        rec = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ExportError(f"{path}: LiteRT recipe not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ExportError(f"{path}: not a JSON recipe ({exc})") from None
+    if not isinstance(rec, list) or not rec:
+        raise ExportError(f"{path}: a LiteRT recipe is a non-empty JSON list of entries")
+    for i, entry in enumerate(rec):
+        missing = [k for k in RECIPE_KEYS if not isinstance(entry, dict) or k not in entry]
+        if missing:
+            raise ExportError(f"{path}: entry {i} lacks {', '.join(missing)} (each entry needs {', '.join(RECIPE_KEYS)})")
+    return rec
+
+
 @contextlib.contextmanager
 def _quiet():
     with contextlib.redirect_stdout(io.StringIO()):
@@ -54,8 +83,15 @@ def convert(ctx) -> dict:
     if ctx.precision != "fp32":
         import ai_edge_quantizer as aeq
 
-        rec = _recipe(ctx.precision)
-        q = aeq.Quantizer(str(float_path), rec)
+        custom = ctx.options.get("litert_recipe")
+        rec = custom["entries"] if custom else _recipe(ctx.precision)
+        try:
+            q = aeq.Quantizer(str(float_path), rec)
+        except (ValueError, KeyError, TypeError) as exc:
+            from .common import ExportError
+
+            raise ExportError(f"LiteRT recipe {custom['path'] if custom else '(built-in)'} rejected by "
+                              f"ai-edge-quantizer: {exc}") from None
         with _quiet():
             calib = None
             if q.need_calibration:
@@ -64,6 +100,13 @@ def convert(ctx) -> dict:
                 calib = q.calibrate({"serving_default": feeds}, num_threads=1)
             q.quantize(calib).export_model(str(path), overwrite=True)
         os.unlink(float_path)
-        notes.append(f"ai-edge-quantizer recipe {RECIPES.get(ctx.precision, 'float_casting fp16 weights')}"
-                     + (f"; only {'/'.join(QUANTISED_OPS)} quantised, graph I/O float32" if ctx.precision == "int8" else ""))
-    return {"backend": "LiteRT (XNNPACK delegate by default)", "notes": notes}
+        if custom:
+            notes.append(f"ai-edge-quantizer recipe from {custom['path']} ({len(rec)} entries, the user's)")
+        else:
+            notes.append(f"ai-edge-quantizer recipe {RECIPES.get(ctx.precision, 'float_casting fp16 weights')}"
+                         + (f"; only {'/'.join(QUANTISED_OPS)} quantised, graph I/O float32"
+                            if ctx.precision == "int8" else ""))
+    info = {"backend": "LiteRT (XNNPACK delegate by default)", "notes": notes}
+    if ctx.precision != "fp32":
+        info["recipe"] = rec
+    return info

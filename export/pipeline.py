@@ -47,6 +47,7 @@ class Context:
     checkpoint_sha256: str | None = None
     version: str = TOOLCHAIN_VERSION
     program: object = None
+    options: dict = field(default_factory=dict)  # target-specific (ExportRequest.extra), e.g. litert_recipe
 
     @property
     def calibration_args(self) -> list[tuple]:
@@ -78,6 +79,8 @@ def validate(req: ExportRequest):
         raise ExportError(str(exc)) from None
     if req.checkpoint is not None and not Path(req.checkpoint).exists():
         raise ExportError(f"checkpoint {req.checkpoint} not found")
+    if req.extra.get("litert_recipe") is not None and req.precision == "fp32":
+        raise ExportError("--litert-recipe quantises: pass --precision int8, int8-weights, int8-dynamic or fp16")
     final = req.artifact_dir()
     if final.exists() and not req.force:
         raise ExportError(f"{final} exists; pass --force to replace it")
@@ -184,7 +187,7 @@ def export_one(req: ExportRequest, log: Callable[[str], None] | None = None) -> 
     ctx = Context(spec=spec, variant=v, target=req.target, precision=req.precision, height=h, width=w,
                   model=export_model, args=args, input_names=names, output_names=out_names,
                   in_specs=list(spec.inputs), out_specs=out_specs, workdir=work, calibration=calibration,
-                  checkpoint_sha256=ckpt["sha256"] if ckpt else None)
+                  checkpoint_sha256=ckpt["sha256"] if ckpt else None, options=dict(req.extra))
     try:
         log(f"{spec.name}: converting to {req.target} {req.precision} {req.size}")
         module = importlib.import_module(f"export.{TARGET_MODULES[req.target]}")

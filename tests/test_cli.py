@@ -48,6 +48,28 @@ def test_export_refuses_bad_requests_up_front(tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+def test_export_litert_recipe_is_checked_up_front(tmp_path):
+    """A user recipe: refused for other targets and for fp32, and a malformed file is named with
+    its problem before any conversion."""
+    good = tmp_path / "recipe.json"
+    good.write_text(json.dumps([{"regex": ".*", "operation": "*", "algorithm_key": "min_max_uniform_quantize"}]))
+    base = ["export", "--model", "uid", "--variant", "tiny", "--size", "32x32", "--out", str(tmp_path / "art")]
+    r = runner.invoke(cli.app, base + ["--target", "onnx", "--precision", "int8", "--litert-recipe", str(good)])
+    assert r.exit_code == 2 and "tflite" in r.output
+    r = runner.invoke(cli.app, base + ["--target", "tflite", "--precision", "fp32", "--litert-recipe", str(good)])
+    assert r.exit_code == 2 and "quantises" in r.output
+    for text, needle in (("{not json", "not a JSON recipe"), ("[]", "non-empty"),
+                         ('[{"regex": ".*"}]', "entry 0 lacks operation, algorithm_key")):
+        bad = tmp_path / "bad.json"
+        bad.write_text(text)
+        r = runner.invoke(cli.app, base + ["--target", "tflite", "--precision", "int8", "--litert-recipe", str(bad)])
+        assert r.exit_code == 2 and needle in r.output and "bad.json" in r.output, r.output
+    r = runner.invoke(cli.app, base + ["--target", "tflite", "--precision", "int8", "--litert-recipe",
+                                       str(tmp_path / "missing.json")])
+    assert r.exit_code == 2 and "not found" in r.output
+    assert not (tmp_path / "art").exists()
+
+
 import pytest  # noqa: E402
 
 

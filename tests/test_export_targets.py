@@ -64,6 +64,29 @@ def test_tflite_static_int8_quantises_only_convolutions(tmp_path):
 
 
 @pytest.mark.slow
+def test_tflite_user_recipe_replaces_the_rule(tmp_path):
+    """--litert-recipe: the user's entries are used as given (here: every op int8, so adds take int8
+    inputs, which the built-in rule never does) and recorded in the manifest."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import recipe
+
+    from export.litert_target import load_recipe
+
+    path = tmp_path / "every_op.json"
+    entries = list(recipe.static_wi8_ai8()) + [{"regex": ".*", "operation": op, "algorithm_key": "no_quantize"}
+                                                for op in ("INPUT", "OUTPUT", "DEPTHWISE_CONV_2D")]
+    path.write_text(json.dumps(entries))
+    row, man, par, d = _export(tmp_path, target="tflite", precision="int8",
+                               extra={"litert_recipe": {"path": str(path), "entries": load_recipe(path)}})
+    assert man["conversion"]["recipe"] == entries and str(path) in " ".join(man["conversion"]["notes"])
+    it = Interpreter(model_path=str(d / "model.tflite"))
+    dtype = {t["index"]: t["dtype"] for t in it.get_tensor_details()}
+    adds = [o for o in it._get_ops_details() if o["op_name"] == "ADD"]
+    assert any(dtype[i] == np.int8 for o in adds for i in o["inputs"] if i >= 0)
+
+
+@pytest.mark.slow
 def test_tflite_weight_only_int8(tmp_path):
     row, man, par, _ = _export(tmp_path, target="tflite", precision="int8-weights")
     assert row["verdict"] == "pass", row
