@@ -13,9 +13,10 @@ RECIPES = {"int8-weights": "weight_only_wi8_afp32", "int8-dynamic": "dynamic_wi8
 
 # Static int8 quantises only the convolution family; every other op (adds, muls, softmax, means,
 # resizes, the kernel-bank depthwise convs) runs float between them, as on ONNX
-# (export.onnx_target.QUANTISED_OPS). Quantising every op, the recipe's default, put int8 steps on
-# UiD's mask means, mixing weights and bank sums: uid-mobile 256x256 realistic parity 28.6 dB
-# against 40.5 dB with this rule, same file size, no slower (docs/EXPORT.md).
+# (export.onnx_target.QUANTISED_OPS). Quantising every op, the recipe's default, lost 12 dB on
+# UiD, the error building up over its int8 element-wise graph with no single layer or op type to
+# blame: uid-mobile 256x256 realistic parity 28.6 dB against 40.5 dB with this rule, same file
+# size and speed (benchmarks/bench_litert_int8.py, docs/EXPORT.md). Use --litert-recipe to trade.
 QUANTISED_OPS = ("CONV_2D", "CONV_2D_TRANSPOSE", "FULLY_CONNECTED")
 
 

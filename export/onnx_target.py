@@ -36,10 +36,8 @@ def slim(path) -> int:
         node.doc_string = ""
         node.name = ""
     del g.value_info[:]
-    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in g.node for a in n.attribute):
-        keep_all = True  # control flow: sub-graphs may refer to outer names, keep every name
-    else:
-        keep_all = False
+    # control flow: sub-graphs may refer to outer names, so keep every name
+    keep_all = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in g.node for a in n.attribute)
     keep = {v.name for v in g.input} | {v.name for v in g.output}
     keep |= {t.name for t in g.initializer if t.name.endswith(_NAMED_INITIALIZERS)}
     short: dict[str, str] = {}
