@@ -77,8 +77,17 @@ def test_tflite_user_recipe_replaces_the_rule(tmp_path):
     entries = list(recipe.static_wi8_ai8()) + [{"regex": ".*", "operation": op, "algorithm_key": "no_quantize"}
                                                 for op in ("INPUT", "OUTPUT", "DEPTHWISE_CONV_2D")]
     path.write_text(json.dumps(entries))
-    row, man, par, d = _export(tmp_path, target="tflite", precision="int8",
-                               extra={"litert_recipe": {"path": str(path), "entries": load_recipe(path)}})
+    assert load_recipe(path) == entries
+    from typer.testing import CliRunner
+
+    import cli
+
+    r = CliRunner().invoke(cli.app, ["export", "--model", "uid", "--variant", "tiny", "--target", "litert",
+                                     "--precision", "int8", "--size", "32x32", "--calibration-count", "2",
+                                     "--out", str(tmp_path), "--litert-recipe", str(path)])
+    assert r.exit_code == 0, r.output
+    d = tmp_path / "uid-tiny" / "tflite-int8-32x32"
+    man = json.loads((d / "manifest.json").read_text())
     assert man["conversion"]["recipe"] == entries and str(path) in " ".join(man["conversion"]["notes"])
     it = Interpreter(model_path=str(d / "model.tflite"))
     dtype = {t["index"]: t["dtype"] for t in it.get_tensor_details()}
