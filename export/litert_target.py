@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
+from pathlib import Path
 
 import numpy as np
+
+from .common import ExportError
 
 RECIPES = {"int8-weights": "weight_only_wi8_afp32", "int8-dynamic": "dynamic_wi8_afp32", "int8": "static_wi8_ai8"}
 
@@ -46,11 +50,6 @@ def load_recipe(path) -> list[dict]:
     "algorithm_key", "op_config"}`` entries, as ``ai_edge_quantizer.recipe`` functions return),
     used instead of this module's rule, e.g. to quantise more op types for speed. Raises
     ExportError naming the file and the problem."""
-    import json
-    from pathlib import Path
-
-    from .common import ExportError
-
     path = Path(path)
     try:
         rec = json.loads(path.read_text())
@@ -89,8 +88,6 @@ def convert(ctx) -> dict:
         try:
             q = aeq.Quantizer(str(float_path), rec)
         except (ValueError, KeyError, TypeError) as exc:
-            from .common import ExportError
-
             raise ExportError(f"LiteRT recipe {custom['path'] if custom else '(built-in)'} rejected by "
                               f"ai-edge-quantizer: {exc}") from None
         with _quiet():
