@@ -8,8 +8,9 @@ import pytest
 
 from calibration.cameras import get_pair
 from runtime_py.align import (AlignError, ParallaxModel, align_uw_to_w, alignment_metrics, alignment_visual,
-                              depth_guided_flow, fb_occlusion, fit_colour, match_moments, parallax_from_geometry, prealign_from_features,
-                              prealign_from_focal, remap_channels, resize_disparity, splat_occlusion)
+                              depth_guided_flow, fb_occlusion, fit_colour, match_moments, parallax_from_geometry,
+                              prealign_from_features, prealign_from_focal, remap_channels, resize_disparity,
+                              splat_occlusion)
 from train.synth.dual_camera import make_dual_camera_sample
 from train.synth.scenes import fronto_plane, random_scene, slanted_plane
 
@@ -210,8 +211,8 @@ def test_depth_guided_flow_beats_dis_on_engine_pair(engine_pair):
 
 def test_depth_edges_snap_to_the_nearer_side_where_matching_cannot_tell():
     """Textureless images leave matching no say: each pixel of a blurred depth step takes the
-    side its own value is closer to, which puts the step back where it was (seed of the snap
-    rule in ``depth_guided_flow``); the old rule kept the blurred values (error up to 4 px)."""
+    side its own value is closer to, which puts the step back where it was (the snap rule of
+    ``depth_guided_flow``); the old rule kept the blurred values (error 3.5 px)."""
     h, w = 32, 96
     true = np.where(np.arange(w)[None, :] < 40, 10.0, 2.0).repeat(h, 0).astype(np.float32)
     blurred = cv2.GaussianBlur(true, (0, 0), 3.0)
