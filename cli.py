@@ -139,6 +139,11 @@ def train(
     pool_size: Optional[int] = typer.Option(None, help="Examples per data source (the synthetic pool is "
                                             "generated at the start)."),
     lr_halving_steps: Optional[int] = typer.Option(None, help="Halve the learning rate every N steps."),
+    patch: Optional[int] = typer.Option(None, help="Square training patch in pixels (multiple of 16, at most "
+                                        "--pool-image)."),
+    pool_image: Optional[int] = typer.Option(None, help="Size of each pool example in pixels."),
+    refresh_every: Optional[int] = typer.Option(None, help="Replace one synthetic pool example by a freshly rendered "
+                                                "one every N steps (0: fixed pool). Resume stays exact."),
     publish: Optional[Path] = typer.Option(None, help="After training, write an fp16 starter checkpoint to "
                                            "this folder (<model>-<variant>.safetensors + .json)."),
 ) -> None:
@@ -150,7 +155,8 @@ def train(
         cfg = loop.load_config(model, variant, {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
                                                 "out": str(out), "device": device, "threads": threads,
                                                 "init": str(init) if init else None, "pool_size": pool_size, "data": data or None,
-                                                "lr_halving_steps": lr_halving_steps})
+                                                "lr_halving_steps": lr_halving_steps, "patch": patch,
+                                                "pool_image": pool_image, "refresh_every": refresh_every})
         bar, update = _progress(f"train {model}-{variant}")
         task_update = lambda done, total, loss, sps: (update(done, total),
                                                       bar.update(bar.task_ids[0], description=f"train {model}-{variant} loss {loss:.4f} {sps:.1f} samples/s"))

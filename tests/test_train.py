@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from models.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
 from models.registry import get
 from train import losses, metrics
-from train.loop import build_pool, draw_batch, load_config, train
+from train.loop import CONFIG_DIR, build_pool, draw_batch, load_config, refresh_slot, slot_generation, train
 
 
 def test_edge_loss_zero_for_identical_and_grows_with_blur():
@@ -82,6 +82,51 @@ def test_resume_equals_uninterrupted_run_bit_for_bit(tmp_path):
     assert meta["steps"] == 8
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_slot_generation_counts_round_robin_refreshes():
+    # refreshes 1..7 replace slots 0, 1, 2, 0, 1, 2, 0 of a 3-slot pool
+    assert [slot_generation(i, 7, 3) for i in range(3)] == [3, 2, 2]
+    assert [slot_generation(i, 0, 3) for i in range(3)] == [0, 0, 0]
+    assert [slot_generation(i, 2, 3) for i in range(3)] == [1, 1, 0]
+
+
+def test_pool_built_at_a_step_equals_the_refreshed_pool():
+    """The pool a resumed run rebuilds at step s is the one the uninterrupted run refreshed into."""
+    cfg = load_config("uid", "tiny", {"pool_size": 2, "refresh_every": 2})
+    pool = build_pool(cfg)
+    first = pool[0].inputs["left"].copy()
+    for step in range(1, 7):  # refreshes at steps 2, 4 and 6: slots 0, 1, 0
+        refresh_slot(pool, cfg, step)
+    rebuilt = build_pool(cfg, start_step=6)
+    assert not np.array_equal(pool[0].inputs["left"], first)  # the slot really holds a new scene
+    for a, b in zip(pool, rebuilt):
+        assert np.array_equal(a.inputs["left"], b.inputs["left"])
+        assert np.array_equal(a.targets["refocused"], b.targets["refocused"])
+
+
+def test_resume_with_pool_refreshes_equals_uninterrupted_run(tmp_path):
+    over = {"steps": 8, "checkpoint_every": 3, "pool_size": 2, "refresh_every": 3}
+    full = load_config("rdpd", "tiny", {**over, "out": str(tmp_path / "full")})
+    train(full, log=lambda s: None)
+    part = load_config("rdpd", "tiny", {**over, "out": str(tmp_path / "part")})
+    train(part, log=lambda s: None, stop_after=5)  # killed at step 5; resumes at 3, a refresh step
+    train(part, resume=True, log=lambda s: None)
+    fixed = load_config("rdpd", "tiny", {**over, "refresh_every": 0, "out": str(tmp_path / "fixed")})
+    train(fixed, log=lambda s: None)
+    a, _ = read_checkpoint(full.run_dir / "last.safetensors")
+    b, _ = read_checkpoint(part.run_dir / "last.safetensors")
+    c, _ = read_checkpoint(fixed.run_dir / "last.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)  # the refreshes changed what was learned
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_config_file_loads_and_names_a_real_variant(path):
+    model, variant = path.stem.split("-", 1)
+    cfg = load_config(model, variant)
+    assert variant in get(model).variants
+    assert cfg.patch % 16 == 0 and cfg.patch <= cfg.pool_image
 
 
 def test_checkpoint_errors(tmp_path):

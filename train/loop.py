@@ -1,8 +1,10 @@
 """The training loop: one code path for CPU, one GPU and several GPUs (torchrun + DDP).
 
-- Data: a pool of synthetic examples generated once from fixed seeds (``train.datasets``),
-  from which each step draws a batch, a random patch and a vertical flip. The draw is a pure
-  function of (seed, step, rank), so ``--resume`` continues with exactly the same data order.
+- Data: a pool of synthetic examples generated from fixed seeds (``train.datasets``), from
+  which each step draws a batch, a random patch and a vertical flip. With ``refresh_every`` N,
+  every N steps one pool slot (round robin) is replaced by a freshly rendered example, so long
+  runs keep seeing new scenes. Slot contents and the draw are pure functions of (seed, step,
+  rank), so ``--resume`` continues with exactly the same data. On CUDA the pool renders on the GPU.
   (Horizontal flips are not used: mirroring swaps the roles of the DP views.)
 - Optimiser Adam, learning rate halved every ``lr_halving_steps`` (seed 004: every 40 epochs).
 - AMP (bfloat16 autocast) on CUDA; float32 on CPU.
@@ -30,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from models.checkpoint import CheckpointError, _atomic_write, load_into, read_checkpoint, save_checkpoint
 from models.registry import get
 from train import losses
+from train.data_sources import SYNTHETIC
 from train.datasets import SAMPLERS, Example
 
 CONFIG_DIR = Path(__file__).with_name("configs")
@@ -58,6 +61,7 @@ class TrainConfig:
     data: list = field(default_factory=lambda: ["synthetic"])  # sources, alternated by step (train.data_sources)
     crops_per_image: int = 4  # crops per DPDD image
     init: str | None = None  # warm start: weights of this checkpoint (same model and variant), fresh optimiser
+    refresh_every: int = 0  # replace one synthetic pool slot every N steps (0: the pool stays fixed)
 
     @property
     def run_dir(self) -> Path:
@@ -80,6 +84,8 @@ def load_config(model: str, variant: str, overrides: dict | None = None) -> Trai
     out = TrainConfig(**cfg)
     if out.patch % 16 or out.patch > out.pool_image:
         raise ValueError(f"patch {out.patch} must be a multiple of 16 and at most pool_image {out.pool_image}")
+    if out.refresh_every < 0:
+        raise ValueError(f"refresh_every must be 0 (fixed pool) or a number of steps, got {out.refresh_every}")
     return out
 
 
@@ -92,34 +98,69 @@ def resolve_device(name: str) -> torch.device:
 # ---------------------------------------------------------------------------------------- data
 
 
-def build_pool(cfg: TrainConfig, progress: Callable[[int, int], None] | None = None) -> list[Example]:
-    """Generate the example pool from fixed seeds (the same config gives the same pool)."""
-    sampler = SAMPLERS[cfg.model]
+def render_device(cfg: TrainConfig) -> str:
+    """Where the synthetic engine renders the pool: the GPU when training on CUDA, else the CPU."""
+    return "cuda" if resolve_device(cfg.device).type == "cuda" else "cpu"
+
+
+def synthetic_example(cfg: TrainConfig, index: int, generation: int = 0) -> Example:
+    """Pool slot ``index`` after ``generation`` refreshes (0: the initial pool, seed (seed, 1, index))."""
+    key = [cfg.seed, 1, index] + ([generation] if generation else [])
+    kwargs = {"frames": cfg.frames} if cfg.model == "rdpd" else {}
+    return SAMPLERS[cfg.model](np.random.default_rng(key), (cfg.pool_image, cfg.pool_image),
+                               device=render_device(cfg), **kwargs)
+
+
+def refreshes_before(step: int, cfg: TrainConfig) -> int:
+    """Slot refreshes done before drawing ``step``'s batch (one at the start of every
+    ``refresh_every``-th step, the step itself included)."""
+    return step // cfg.refresh_every if cfg.refresh_every > 0 else 0
+
+
+def slot_generation(index: int, refreshes: int, pool_size: int) -> int:
+    """How often slot ``index`` was replaced after ``refreshes`` round-robin refreshes
+    (refresh j = 1, 2, ... replaces slot (j - 1) mod pool_size)."""
+    return 0 if refreshes <= index else (refreshes - 1 - index) // pool_size + 1
+
+
+def build_pool(cfg: TrainConfig, progress: Callable[[int, int], None] | None = None,
+               start_step: int = 0) -> list[Example]:
+    """The synthetic pool as it stands when ``start_step`` is drawn (the same config and step
+    give the same pool: this is what makes ``--resume`` exact with refreshes)."""
+    refreshes = refreshes_before(start_step, cfg)
     pool = []
     for i in range(cfg.pool_size):
-        rng = np.random.default_rng([cfg.seed, 1, i])
-        kwargs = {"frames": cfg.frames} if cfg.model == "rdpd" else {}
-        pool.append(sampler(rng, (cfg.pool_image, cfg.pool_image), **kwargs))
+        pool.append(synthetic_example(cfg, i, slot_generation(i, refreshes, cfg.pool_size)))
         if progress:
             progress(i + 1, cfg.pool_size)
     return pool
 
 
-def build_pools(cfg: TrainConfig, log: Callable[[str], None] = print) -> list[list[Example]]:
+def refresh_slot(pool: list[Example], cfg: TrainConfig, step: int) -> None:
+    """At a refresh step, replace the round robin's next slot by its next generation."""
+    if cfg.refresh_every <= 0 or step <= 0 or step % cfg.refresh_every:
+        return
+    j = step // cfg.refresh_every
+    index = (j - 1) % len(pool)
+    pool[index] = synthetic_example(cfg, index, (j - 1) // len(pool) + 1)
+
+
+def build_pools(cfg: TrainConfig, log: Callable[[str], None] = print, start_step: int = 0) -> list[list[Example]]:
     """One pool per entry of ``cfg.data``: the synthetic engine's, or a DPDD folder's / npz shards'
     (at most ``pool_size`` examples each)."""
-    from train.data_sources import SYNTHETIC, load_source
+    from train.data_sources import load_source
 
     pools = []
     for source in cfg.data:
         if source == SYNTHETIC:
-            pools.append(build_pool(cfg))
+            pools.append(build_pool(cfg, start_step=start_step))
         else:
             pools.append(load_source(source, cfg.model, cfg.pool_image, limit=cfg.pool_size, seed=cfg.seed,
                                      crops_per_image=cfg.crops_per_image))
             if not pools[-1]:
                 raise ValueError(f"{source}: no training examples found")
-        log(f"data: {source}: {len(pools[-1])} examples of {cfg.pool_image}x{cfg.pool_image}")
+        fresh = f", one replaced every {cfg.refresh_every} steps" if source == SYNTHETIC and cfg.refresh_every > 0 else ""
+        log(f"data: {source}: {len(pools[-1])} examples of {cfg.pool_image}x{cfg.pool_image}{fresh}")
     return pools
 
 
@@ -289,7 +330,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress=None, log: Callable[[
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(asdict(cfg)))
-    pools = build_pools(cfg, log)
+    pools = build_pools(cfg, log, start_step=start)
+    synthetic_pools = [p for p, source in zip(pools, cfg.data) if source == SYNTHETIC]
     use_amp = cfg.amp and device.type == "cuda"
     csv_path = run_dir / "metrics.csv"
     new_csv = not csv_path.exists() or start == 0
@@ -301,6 +343,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress=None, log: Callable[[
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     try:
         for step in range(start, end):
+            if step > start:  # a resumed run has this step's refresh in its pool already (no re-render)
+                for pool in synthetic_pools:
+                    refresh_slot(pool, cfg, step)
             ins, tgs = draw_batch(pools[step % len(pools)], cfg, step, rank)
             ins = {k: v.to(device) for k, v in ins.items()}
             tgs = {k: v.to(device) for k, v in tgs.items()}
