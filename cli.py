@@ -160,9 +160,12 @@ def train(
         bar, update = _progress(f"train {model}-{variant}")
         task_update = lambda done, total, loss, sps: (update(done, total),
                                                       bar.update(bar.task_ids[0], description=f"train {model}-{variant} loss {loss:.4f} {sps:.1f} samples/s"))
+        pool_task = bar.add_task("render synthetic pool", total=None) if "synthetic" in cfg.data else None
+        pool_update = (lambda done, total: bar.update(pool_task, completed=done, total=total)) if pool_task is not None else None
         main_rank = os.environ.get("RANK", "0") == "0"  # torchrun: only rank 0 reports
         with bar if main_rank else contextlib.nullcontext():
-            summary = loop.train(cfg, resume=resume, progress=task_update if main_rank else None, log=console.print)
+            summary = loop.train(cfg, resume=resume, progress=task_update if main_rank else None, log=console.print,
+                                 pool_progress=pool_update if main_rank else None)
         if not main_rank:
             return
         console.print(f"[green]done[/] {summary['steps']} steps, final loss {summary['final_loss']:.5f}, "

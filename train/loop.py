@@ -145,7 +145,8 @@ def refresh_slot(pool: list[Example], cfg: TrainConfig, step: int) -> None:
     pool[index] = synthetic_example(cfg, index, (j - 1) // len(pool) + 1)
 
 
-def build_pools(cfg: TrainConfig, log: Callable[[str], None] = print, start_step: int = 0) -> list[list[Example]]:
+def build_pools(cfg: TrainConfig, log: Callable[[str], None] = print, start_step: int = 0,
+                progress: Callable[[int, int], None] | None = None) -> list[list[Example]]:
     """One pool per entry of ``cfg.data``: the synthetic engine's, or a DPDD folder's / npz shards'
     (at most ``pool_size`` examples each)."""
     from train.data_sources import load_source
@@ -153,7 +154,7 @@ def build_pools(cfg: TrainConfig, log: Callable[[str], None] = print, start_step
     pools = []
     for source in cfg.data:
         if source == SYNTHETIC:
-            pools.append(build_pool(cfg, start_step=start_step))
+            pools.append(build_pool(cfg, progress, start_step=start_step))
         else:
             pools.append(load_source(source, cfg.model, cfg.pool_image, limit=cfg.pool_size, seed=cfg.seed,
                                      crops_per_image=cfg.crops_per_image))
@@ -291,9 +292,11 @@ def _dist_info() -> tuple[int, int, int]:
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress=None, log: Callable[[str], None] = print,
-          stop_after: int | None = None) -> dict:
-    """Train ``cfg.model``; returns a summary. ``stop_after`` ends the run early at that step
-    (as a kill would, after the last periodic checkpoint) - used by the resume test."""
+          stop_after: int | None = None, pool_progress: Callable[[int, int], None] | None = None) -> dict:
+    """Train ``cfg.model``; returns a summary. ``progress(step, steps, loss, samples/s)`` and
+    ``pool_progress(done, total)`` (rendering the synthetic pool) report as it goes.
+    ``stop_after`` ends the run early at that step (as a kill would, after the last periodic
+    checkpoint) - used by the resume test."""
     world, rank, local = _dist_info()
     if rank != 0:
         log = lambda s: None  # noqa: E731  (one voice per run)
@@ -330,7 +333,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress=None, log: Callable[[
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(asdict(cfg)))
-    pools = build_pools(cfg, log, start_step=start)
+    pools = build_pools(cfg, log, start_step=start, progress=pool_progress)
     synthetic_pools = [p for p, source in zip(pools, cfg.data) if source == SYNTHETIC]
     use_amp = cfg.amp and device.type == "cuda"
     csv_path = run_dir / "metrics.csv"
