@@ -191,6 +191,8 @@ def evaluate(
     wiener: bool = typer.Option(True, help="Also score the classical baselines: Wiener deconvolution with the true "
                                 "PSF (RDPD, UiD); aligned UW and a per-pixel W/UW oracle (DC2)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON."),
+    save_images: Optional[Path] = typer.Option(None, help="Also write DIR/<model>-evaluation.png: input, model, "
+                                               "target and error map for the first examples (needs --checkpoint)."),
 ) -> None:
     """PSNR / SSIM / MAE of a checkpoint next to doing nothing (the blurred input) and a classical
     baseline (Wiener deconvolution with the true PSF), on the fixed synthetic test split."""
@@ -203,6 +205,8 @@ def evaluate(
 
     from train.data_sources import load_source
 
+    if save_images and checkpoint is None:
+        fail("--save-images needs --checkpoint: there is no model output to draw")
     try:
         net = load_model(checkpoint, expected_model=model)[0] if checkpoint else None
         examples = (test_split(model, count, size) if data == "synthetic:test" else
@@ -221,6 +225,13 @@ def evaluate(
     if json_out:
         json_out.write_text(_json.dumps({"model": model, "checkpoint": str(checkpoint) if checkpoint else None,
                                          "count": count, "size": size, "scores": scores}, indent=1))
+    if save_images:
+        from train.evaluate import sheet_rows
+        from train.plots import evaluation_sheet
+
+        sheet = evaluation_sheet(sheet_rows(model, net, examples), save_images / f"{model}-evaluation.png",
+                                 f"{model}: {checkpoint.name} on {data}")
+        console.print(f"images: {sheet}")
 
 
 @app.command("run")

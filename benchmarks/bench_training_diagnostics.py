@@ -29,9 +29,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from models.checkpoint import load_model  # noqa: E402
-from models.registry import get  # noqa: E402
 from train.datasets import SAMPLERS  # noqa: E402
-from train.evaluate import evaluate, test_split  # noqa: E402
+from train.evaluate import evaluate, forward_example, test_split  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 COC_BANDS = ((0.0, 2.0), (2.0, 6.0), (6.0, 12.0), (12.0, 1e9))  # |CoC| in px
@@ -80,8 +79,7 @@ def add_bands(pooled: Pooled, coc: np.ndarray, target: np.ndarray, blurred: np.n
 def rdpd_bands(model, examples) -> Pooled:
     pooled = Pooled()
     for ex in examples:
-        with torch.no_grad():
-            pred = model.run_sequence(torch.from_numpy(ex.inputs["x"])[None])[0].numpy()
+        pred = forward_example("rdpd", model, ex)["y"]
         for i in range(pred.shape[0]):
             add_bands(pooled, ex.targets["coc"][i, 0], ex.targets["y"][i], ex.targets["combined"][i], pred[i])
     return pooled
@@ -102,9 +100,7 @@ def uid_probe(model, examples) -> tuple[Pooled, dict]:
     try:
         for ex in examples:
             captured.clear()
-            t = {k: torch.from_numpy(v)[None] for k, v in ex.inputs.items()}
-            with torch.no_grad():
-                aif = model(t["left"], t["right"], t["focus_mask"])[0][0].numpy()
+            aif = forward_example("uid", model, ex)["all_in_focus"]
             deblurred, weights = captured["deblur"]
             w = weights[0].numpy()
             entropy.append(float(-(w * np.log(np.clip(w, 1e-8, None))).sum(0).mean()))
@@ -127,16 +123,13 @@ def uid_probe(model, examples) -> tuple[Pooled, dict]:
 
 
 def dc2_probe(model, examples) -> tuple[Pooled, dict]:
-    spec = get("dc2")
     pooled = {"all-in-focus": Pooled(), "refocus": Pooled()}
     masks, refined_uw = defaultdict(list), defaultdict(list)
     for ex in examples:
         task = "all-in-focus" if ex.meta.get("all_in_focus") else "refocus"
-        t = {k: torch.from_numpy(v)[None] for k, v in ex.inputs.items()}
-        with torch.no_grad():
-            out = dict(zip(spec.output_names, model(*[t[n] for n in spec.input_names])))
+        out = forward_example("dc2", model, ex)
         tgt, w, uw = ex.targets["image"], ex.inputs["wide"], ex.inputs["ultrawide"]
-        pred = out["image"][0].numpy()
+        pred = out["image"]
         dw = ex.inputs["defocus_wide"][0] * 10.0  # back to |CoC| px (DEFOCUS_NORM_PX)
         occ = ex.targets["occlusion"][0] > 0.5
         regions = {"W in focus (<0.5 px)": (dw < 0.5) & ~occ, "W blurred (>3 px)": (dw > 3.0) & ~occ,
@@ -145,7 +138,7 @@ def dc2_probe(model, examples) -> tuple[Pooled, dict]:
         for name, sel in regions.items():
             pooled[task].add(name, sel, tgt, W=w, UW=uw, model=pred)
         masks[task].append(float(out["mask_uw"].mean()))
-        refined_uw[task].append(psnr_where(out["refined_uw"][0].numpy(), tgt, np.ones_like(occ)))
+        refined_uw[task].append(psnr_where(out["refined_uw"], tgt, np.ones_like(occ)))
     stats = {f"{task}_mask_uw_mean": float(np.mean(v)) for task, v in masks.items()}
     stats.update({f"{task}_refined_uw_psnr": float(np.mean(v)) for task, v in refined_uw.items()})
     return pooled, stats

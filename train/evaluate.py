@@ -81,20 +81,52 @@ def _mean(rows: list[dict]) -> dict:
 
 
 @torch.no_grad()
+def forward_example(model_name: str, model: torch.nn.Module, ex: Example) -> dict[str, np.ndarray]:
+    """The model's outputs on one example, by registry output name, batch dimension dropped
+    (RDPD: ``y`` of every frame, run as a sequence from a zero state)."""
+    from models.registry import get
+
+    t = {k: torch.from_numpy(v) for k, v in ex.inputs.items()}
+    if model_name == "rdpd":
+        return {"y": model.run_sequence(t["x"][None])[0].numpy()}
+    spec = get(model_name)
+    out = model(*[t[n][None] for n in spec.input_names])
+    return {name: o[0].numpy() for name, o in zip(spec.output_names, out)}
+
+
+def sheet_rows(model_name: str, model: torch.nn.Module, examples: list[Example], limit: int = 6) -> list[dict]:
+    """Rows for :func:`train.plots.evaluation_sheet`: input, model output and target per example
+    and task (RDPD: the clip's last frame; UiD: deblurring and refocusing; DC2: W as the input)."""
+    rows = []
+    for i, ex in enumerate(examples[:limit]):
+        out = forward_example(model_name, model, ex)
+        if model_name == "rdpd":
+            rows.append({"label": f"#{i} last frame", "input": ex.targets["combined"][-1], "model": out["y"][-1],
+                         "target": ex.targets["y"][-1]})
+        elif model_name == "uid":
+            rows.append({"label": f"#{i} deblur", "input": ex.targets["combined"], "model": out["all_in_focus"],
+                         "target": ex.targets["all_in_focus"]})
+            rows.append({"label": f"#{i} refocus", "input": ex.targets["combined"], "model": out["refocused"],
+                         "target": ex.targets["refocused"]})
+        else:
+            task = "all-in-focus" if ex.meta.get("all_in_focus") else "refocus"
+            rows.append({"label": f"#{i} {task}", "input": ex.inputs["wide"], "model": out["image"],
+                         "target": ex.targets["image"]})
+    return rows
+
+
+@torch.no_grad()
 def evaluate(model_name: str, model: torch.nn.Module | None, examples: list[Example],
              wiener: bool = True) -> dict[str, dict]:
     """Scores per task and method: {"deblur": {"input": {...}, "wiener (true PSF)": {...},
     "model": {...}}, ...}. ``model`` None scores only the baselines."""
-    from models.registry import get
-
-    spec = get(model_name)
     rows: dict[str, dict[str, list]] = {}
     add = lambda task, method, s: rows.setdefault(task, {}).setdefault(method, []).append(s)
     for ex in examples:
-        t = {k: torch.from_numpy(v) for k, v in ex.inputs.items()}
+        out = forward_example(model_name, model, ex) if model is not None else None
         if model_name == "rdpd":
             frames, targets = ex.inputs["x"], ex.targets["y"]
-            pred = model.run_sequence(t["x"][None])[0].numpy() if model is not None else None
+            pred = out["y"] if out is not None else None
             for i in range(frames.shape[0]):
                 add("deblur", "input (combined view)", _scores(ex.targets["combined"][i], targets[i]))
                 if wiener and "coc" in ex.targets and "psf_params" in ex.meta:  # synthetic: the true PSF is known
@@ -108,10 +140,9 @@ def evaluate(model_name: str, model: torch.nn.Module | None, examples: list[Exam
                 add("deblur", "wiener (true PSF)", _scores(w, ex.targets["all_in_focus"]))
             add("deblur", "input (combined view)", _scores(ex.targets["combined"], ex.targets["all_in_focus"]))
             add("refocus", "input (combined view)", _scores(ex.targets["combined"], ex.targets["refocused"]))
-            if model is not None:
-                out = dict(zip(spec.output_names, model(*[t[n][None] for n in spec.input_names])))
-                add("deblur", "model", _scores(out["all_in_focus"][0], ex.targets["all_in_focus"]))
-                add("refocus", "model", _scores(out["refocused"][0], ex.targets["refocused"]))
+            if out is not None:
+                add("deblur", "model", _scores(out["all_in_focus"], ex.targets["all_in_focus"]))
+                add("refocus", "model", _scores(out["refocused"], ex.targets["refocused"]))
         else:  # dc2
             task = "all-in-focus" if ex.meta.get("all_in_focus") else "refocus"
             add(task, "input (W)", _scores(ex.inputs["wide"], ex.targets["image"]))
@@ -119,7 +150,6 @@ def evaluate(model_name: str, model: torch.nn.Module | None, examples: list[Exam
                 add(task, "input (aligned UW)", _scores(ex.inputs["ultrawide"], ex.targets["image"]))
                 add(task, "oracle per-pixel W/UW", _scores(oracle_pick(ex.inputs["wide"], ex.inputs["ultrawide"],
                                                                         ex.targets["image"]), ex.targets["image"]))
-            if model is not None:
-                out = dict(zip(spec.output_names, model(*[t[n][None] for n in spec.input_names])))
-                add(task, "model", _scores(out["image"][0], ex.targets["image"]))
+            if out is not None:
+                add(task, "model", _scores(out["image"], ex.targets["image"]))
     return {task: {m: _mean(v) for m, v in methods.items()} for task, methods in rows.items()}

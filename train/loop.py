@@ -10,7 +10,8 @@
 - AMP (bfloat16 autocast) on CUDA; float32 on CPU.
 - Checkpoints (``models.checkpoint``: safetensors + JSON) and the resumable training state
   (optimiser, scheduler, RNG, step; also safetensors + JSON, never pickle), written atomically.
-- Logs: ``metrics.csv`` in the run folder; a progress bar with loss and samples/s.
+- Logs: ``metrics.csv`` in the run folder, drawn as ``metrics.png`` when the run ends; a progress
+  bar with loss and samples/s.
 """
 from __future__ import annotations
 
@@ -284,6 +285,17 @@ def warm_start(model: torch.nn.Module, cfg: TrainConfig, log: Callable[[str], No
     log(f"warm start from {cfg.init} ({meta.get('steps', '?')} steps)")
 
 
+def draw_loss_curve(run_dir: Path, cfg: TrainConfig, log: Callable[[str], None]) -> None:
+    """``metrics.png`` next to ``metrics.csv``. A picture is a convenience: if it cannot be drawn
+    the run (already checkpointed) still succeeds, with one line saying why."""
+    from train.plots import loss_curve
+
+    try:
+        loss_curve(run_dir / "metrics.csv", run_dir / "metrics.png", title=f"{cfg.model}-{cfg.variant}")
+    except (ValueError, OSError) as exc:
+        log(f"warning: metrics.png not drawn: {exc}")
+
+
 def _dist_info() -> tuple[int, int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -377,5 +389,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress=None, log: Callable[[
             import torch.distributed as dist
 
             dist.destroy_process_group()
+    if rank == 0 and end > start:
+        draw_loss_curve(run_dir, cfg, log)
     return {"steps": end, "final_loss": last.get("loss"), "run_dir": str(run_dir),
             "seconds": time.perf_counter() - t0, "samples_per_s": seen / max(time.perf_counter() - t0, 1e-9)}
