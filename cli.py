@@ -130,7 +130,8 @@ def train(
     out: Path = typer.Option(Path("runs"), help="Runs folder: the run lives in OUT/<model>-<variant>/."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
     threads: Optional[int] = typer.Option(None, help="CPU threads."),
-    resume: bool = typer.Option(False, help="Continue the run in OUT/<model>-<variant>/ exactly where it stopped."),
+    resume: bool = typer.Option(False, help="Continue the run in OUT/<model>-<variant>/ exactly where it stopped, "
+                                "with the settings it started with (options given here still win, e.g. --steps)."),
     init: Optional[Path] = typer.Option(None, help="Warm start: begin from this checkpoint's weights (same model "
                                         "and variant) with a fresh optimiser and schedule (fine-tuning)."),
     data: Optional[list[str]] = typer.Option(None, help="Training data, repeatable: 'synthetic' (default), a DPDD "
@@ -156,7 +157,8 @@ def train(
                                                 "out": str(out), "device": device, "threads": threads,
                                                 "init": str(init) if init else None, "pool_size": pool_size, "data": data or None,
                                                 "lr_halving_steps": lr_halving_steps, "patch": patch,
-                                                "pool_image": pool_image, "refresh_every": refresh_every})
+                                                "pool_image": pool_image, "refresh_every": refresh_every},
+                               resume=resume)
         bar, update = _progress(f"train {model}-{variant}")
         task_update = lambda done, total, loss, sps: (update(done, total),
                                                       bar.update(bar.task_ids[0], description=f"train {model}-{variant} loss {loss:.4f} {sps:.1f} samples/s"))

@@ -1,6 +1,7 @@
 """The CLI commands end to end on tiny settings: synth, train (+ --resume, --publish), evaluate, export."""
 import json
 
+import yaml
 from typer.testing import CliRunner
 
 import cli
@@ -20,18 +21,25 @@ def test_synth_writes_a_data_set_and_contact_sheet(tmp_path):
 
 def test_train_resume_publish_and_evaluate(tmp_path):
     base = ["train", "--model", "uid", "--variant", "tiny", "--out", str(tmp_path / "runs"), "--device", "cpu"]
-    r = runner.invoke(cli.app, base + ["--steps", "4"])
+    r = runner.invoke(cli.app, base + ["--steps", "4", "--refresh-every", "2", "--pool-size", "3", "--patch", "32",
+                                       "--pool-image", "48"])
     assert r.exit_code == 0, r.output
+    run = tmp_path / "runs" / "uid-tiny"
+    assert (run / "metrics.png").is_file()
     r = runner.invoke(cli.app, base + ["--steps", "4"])
     assert r.exit_code == 2 and "--resume" in r.output  # refuses to overwrite a run
     r = runner.invoke(cli.app, base + ["--steps", "6", "--resume", "--publish", str(tmp_path / "ck")])
     assert r.exit_code == 0, r.output
+    saved = yaml.safe_load((run / "config.yaml").read_text())  # the resumed run kept its own settings
+    assert (saved["steps"], saved["refresh_every"], saved["pool_size"], saved["pool_image"]) == (6, 2, 3, 48)
     meta = json.loads((tmp_path / "ck" / "uid-tiny.json").read_text())
     assert meta["steps"] == 6 and meta["dtype"] == "float16"
     out = tmp_path / "scores.json"
     r = runner.invoke(cli.app, ["evaluate", "--model", "uid", "--checkpoint", str(tmp_path / "ck" / "uid-tiny.safetensors"),
-                                "--count", "1", "--size", "32", "--no-wiener", "--json", str(out)])
+                                "--count", "1", "--size", "32", "--no-wiener", "--json", str(out),
+                                "--save-images", str(tmp_path / "img")])
     assert r.exit_code == 0, r.output
+    assert (tmp_path / "img" / "uid-evaluation.png").stat().st_size > 1000
     scores = json.loads(out.read_text())["scores"]
     assert set(scores) == {"deblur", "refocus"} and "model" in scores["deblur"]
     r = runner.invoke(cli.app, ["evaluate", "--model", "rdpd", "--checkpoint", str(tmp_path / "ck" / "uid-tiny.safetensors")])

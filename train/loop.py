@@ -69,12 +69,22 @@ class TrainConfig:
         return Path(self.out) / f"{self.model}-{self.variant}"
 
 
-def load_config(model: str, variant: str, overrides: dict | None = None) -> TrainConfig:
-    """``train/configs/<model>-<variant>.yaml`` (if present) + overrides (e.g. CLI options)."""
+def load_config(model: str, variant: str, overrides: dict | None = None, resume: bool = False) -> TrainConfig:
+    """``train/configs/<model>-<variant>.yaml`` (if present) + overrides (e.g. CLI options).
+
+    With ``resume`` the base is the run's own ``config.yaml`` (``<out>/<model>-<variant>/``), so a
+    resumed run keeps the data and schedule it started with; overrides given (more ``steps``,
+    say) still win."""
     cfg = {"model": model, "variant": variant}
     path = CONFIG_DIR / f"{model}-{variant}.yaml"
+    if resume:
+        saved = Path((overrides or {}).get("out") or TrainConfig.out) / f"{model}-{variant}" / "config.yaml"
+        path = saved if saved.is_file() else path
     if path.is_file():
-        cfg.update(yaml.safe_load(path.read_text()) or {})
+        try:
+            cfg.update(yaml.safe_load(path.read_text()) or {})
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{path}: not a readable YAML config ({str(exc).splitlines()[0]})") from None
     known = {f.name for f in fields(TrainConfig)}
     for k, v in (overrides or {}).items():
         if v is not None:
