@@ -128,7 +128,8 @@ def train(
     lr: Optional[float] = typer.Option(None, help="Initial learning rate (Adam)."),
     seed: Optional[int] = typer.Option(None, help="Seed of the data pool, the data order and the init."),
     out: Path = typer.Option(Path("runs"), help="Runs folder: the run lives in OUT/<model>-<variant>/."),
-    device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
+    device: Optional[str] = typer.Option(None, help="auto (CUDA when present), cpu, cuda or cuda:N (default: the "
+                                         "config's, auto; a resumed run: the one it started on)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads."),
     resume: bool = typer.Option(False, help="Continue the run in OUT/<model>-<variant>/ exactly where it stopped, "
                                 "with the settings it started with (options given here still win, e.g. --steps)."),
@@ -144,7 +145,8 @@ def train(
                                         "--pool-image)."),
     pool_image: Optional[int] = typer.Option(None, help="Size of each pool example in pixels."),
     refresh_every: Optional[int] = typer.Option(None, help="Replace one synthetic pool example by a freshly rendered "
-                                                "one every N steps (0: fixed pool). Resume stays exact."),
+                                                "one every N steps (0: fixed pool). A resumed CPU run stays "
+                                                "bit-exact."),
     publish: Optional[Path] = typer.Option(None, help="After training, write an fp16 starter checkpoint to "
                                            "this folder (<model>-<variant>.safetensors + .json)."),
 ) -> None:
@@ -170,8 +172,9 @@ def train(
                                  pool_progress=pool_update if main_rank else None)
         if not main_rank:
             return
-        console.print(f"[green]done[/] {summary['steps']} steps, final loss {summary['final_loss']:.5f}, "
-                      f"{summary['samples_per_s']:.1f} samples/s; run: {summary['run_dir']}")
+        if summary["final_loss"] is not None:  # None: a finished run was resumed, nothing trained
+            console.print(f"[green]done[/] {summary['steps']} steps, final loss {summary['final_loss']:.5f}, "
+                          f"{summary['samples_per_s']:.1f} samples/s; run: {summary['run_dir']}")
         if publish:
             from train.evaluate import publish_checkpoint
 
@@ -231,8 +234,11 @@ def evaluate(
         from train.evaluate import sheet_rows
         from train.plots import evaluation_sheet
 
-        sheet = evaluation_sheet(sheet_rows(model, net, examples), save_images / f"{model}-evaluation.png",
-                                 f"{model}: {checkpoint.name} on {data}")
+        try:
+            sheet = evaluation_sheet(sheet_rows(model, net, examples), save_images / f"{model}-evaluation.png",
+                                     f"{model}: {checkpoint.name} on {data}")
+        except (ValueError, OSError) as exc:
+            fail(f"{save_images}: cannot write the evaluation images ({exc})")
         console.print(f"images: {sheet}")
 
 

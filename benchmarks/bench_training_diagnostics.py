@@ -29,8 +29,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from models.checkpoint import load_model  # noqa: E402
-from train.datasets import SAMPLERS  # noqa: E402
 from train.evaluate import evaluate, forward_example, test_split  # noqa: E402
+from train.loop import load_config, synthetic_example  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 COC_BANDS = ((0.0, 2.0), (2.0, 6.0), (6.0, 12.0), (12.0, 1e9))  # |CoC| in px
@@ -193,9 +193,8 @@ def main() -> None:
     print(f"\n## Training pool against test split (gain over the input, dB; {args.pool_count} examples each)\n")
     print("| model | task | pool examples | test split | pool - test |\n|---|---|---|---|---|")
     for name in ("rdpd", "uid", "dc2"):
-        kwargs = {"frames": 4} if name == "rdpd" else {}
-        pool = [SAMPLERS[name](np.random.default_rng([0, 1, i]), (args.size, args.size), **kwargs)
-                for i in range(args.pool_count)]  # train.loop.synthetic_example's seeds, generation 0
+        cfg = load_config(name, "mobile", {"device": "cpu", "pool_image": args.size, "patch": 16 * (args.size // 16)})
+        pool = [synthetic_example(cfg, i) for i in range(args.pool_count)]  # the mobile run's first pool slots
         model = load(name)
         gains = []
         for examples in (pool, test_split(name, args.pool_count, args.size)):

@@ -28,10 +28,14 @@ def test_train_resume_publish_and_evaluate(tmp_path):
     assert (run / "metrics.png").is_file()
     r = runner.invoke(cli.app, base + ["--steps", "4"])
     assert r.exit_code == 2 and "--resume" in r.output  # refuses to overwrite a run
-    r = runner.invoke(cli.app, base + ["--steps", "6", "--resume", "--publish", str(tmp_path / "ck")])
+    no_device = [a for a in base if a not in ("--device", "cpu")]
+    r = runner.invoke(cli.app, no_device + ["--steps", "6", "--resume", "--publish", str(tmp_path / "ck")])
     assert r.exit_code == 0, r.output
     saved = yaml.safe_load((run / "config.yaml").read_text())  # the resumed run kept its own settings
     assert (saved["steps"], saved["refresh_every"], saved["pool_size"], saved["pool_image"]) == (6, 2, 3, 48)
+    assert saved["device"] == "cpu"
+    r = runner.invoke(cli.app, no_device + ["--resume"])  # already finished: says so, trains nothing
+    assert r.exit_code == 0 and "already at step 6 of 6" in r.output, r.output
     meta = json.loads((tmp_path / "ck" / "uid-tiny.json").read_text())
     assert meta["steps"] == 6 and meta["dtype"] == "float16"
     out = tmp_path / "scores.json"

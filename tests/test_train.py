@@ -112,6 +112,8 @@ def test_resume_with_pool_refreshes_equals_uninterrupted_run(tmp_path):
     part = load_config("rdpd", "tiny", {**over, "out": str(tmp_path / "part")})
     train(part, log=lambda s: None, stop_after=5)  # killed at step 5; resumes at 3, a refresh step
     train(part, resume=True, log=lambda s: None)
+    logged = [int(line.split(",")[0]) for line in (part.run_dir / "metrics.csv").read_text().splitlines()[1:]]
+    assert logged == sorted(set(logged))  # rows logged after the last checkpoint were dropped, not repeated
     fixed = load_config("rdpd", "tiny", {**over, "refresh_every": 0, "out": str(tmp_path / "fixed")})
     train(fixed, log=lambda s: None)
     a, _ = read_checkpoint(full.run_dir / "last.safetensors")

@@ -72,19 +72,24 @@ class TrainConfig:
 def load_config(model: str, variant: str, overrides: dict | None = None, resume: bool = False) -> TrainConfig:
     """``train/configs/<model>-<variant>.yaml`` (if present) + overrides (e.g. CLI options).
 
-    With ``resume`` the base is the run's own ``config.yaml`` (``<out>/<model>-<variant>/``), so a
-    resumed run keeps the data and schedule it started with; overrides given (more ``steps``,
-    say) still win."""
+    With ``resume`` the base is the config stored with the run's last checkpoint
+    (``<out>/<model>-<variant>/last.json``), so a resumed run keeps the data and schedule its
+    saved state was trained with; overrides given (more ``steps``, say) still win."""
     cfg = {"model": model, "variant": variant}
     path = CONFIG_DIR / f"{model}-{variant}.yaml"
-    if resume:
-        saved = Path((overrides or {}).get("out") or TrainConfig.out) / f"{model}-{variant}" / "config.yaml"
-        path = saved if saved.is_file() else path
-    if path.is_file():
+    saved = Path((overrides or {}).get("out") or TrainConfig.out) / f"{model}-{variant}" / "last.json"
+    if resume and saved.is_file():  # the config its last checkpoint was trained with
+        path = saved
+        try:
+            cfg.update(json.loads(saved.read_text()).get("config") or {})
+        except (ValueError, AttributeError) as exc:
+            raise ValueError(f"{saved}: checkpoint sidecar unreadable ({exc})") from None
+    elif path.is_file():
         try:
             cfg.update(yaml.safe_load(path.read_text()) or {})
         except yaml.YAMLError as exc:
             raise ValueError(f"{path}: not a readable YAML config ({str(exc).splitlines()[0]})") from None
+    cfg.update(model=model, variant=variant)  # a file never redirects the run to another model's folder
     known = {f.name for f in fields(TrainConfig)}
     for k, v in (overrides or {}).items():
         if v is not None:
@@ -110,8 +115,10 @@ def resolve_device(name: str) -> torch.device:
 
 
 def render_device(cfg: TrainConfig) -> str:
-    """Where the synthetic engine renders the pool: the GPU when training on CUDA, else the CPU."""
-    return "cuda" if resolve_device(cfg.device).type == "cuda" else "cpu"
+    """Where the synthetic engine renders the pool: the training GPU when training on CUDA
+    (``cuda`` is the current device, which DDP sets per rank), else the CPU."""
+    device = resolve_device(cfg.device)
+    return str(device) if device.type == "cuda" else "cpu"
 
 
 def synthetic_example(cfg: TrainConfig, index: int, generation: int = 0) -> Example:
@@ -295,6 +302,15 @@ def warm_start(model: torch.nn.Module, cfg: TrainConfig, log: Callable[[str], No
     log(f"warm start from {cfg.init} ({meta.get('steps', '?')} steps)")
 
 
+def trim_log(csv_path: Path, step: int) -> None:
+    """Drop the log rows after ``step`` (logged after the last checkpoint of a killed run, then
+    redone by the resumed one), so ``metrics.csv`` and its curve run forward once."""
+    lines = csv_path.read_text().splitlines(keepends=True)
+    keep = lines[:1] + [ln for ln in lines[1:] if ln.split(",", 1)[0].isdigit() and int(ln.split(",", 1)[0]) <= step]
+    if len(keep) != len(lines):
+        _atomic_write(csv_path, lambda tmp: Path(tmp).write_text("".join(keep)))
+
+
 def draw_loss_curve(run_dir: Path, cfg: TrainConfig, log: Callable[[str], None]) -> None:
     """``metrics.png`` next to ``metrics.csv``. A picture is a convenience: if it cannot be drawn
     the run (already checkpointed) still succeeds, with one line saying why."""
@@ -345,6 +361,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress=None, log: Callable[[
             raise CheckpointError(f"{run_dir}: nothing to resume (no last.safetensors)")
         start = load_training_state(run_dir, model, optimizer, scheduler, cfg)
         log(f"resuming {cfg.model}-{cfg.variant} at step {start}")
+        if start >= cfg.steps:  # nothing left: say so before rendering any data
+            log(f"{run_dir} is already at step {start} of {cfg.steps}; pass --steps N (> {start}) to train further")
+            if world > 1:
+                import torch.distributed as dist
+
+                dist.destroy_process_group()
+            return {"steps": start, "final_loss": None, "run_dir": str(run_dir), "seconds": 0.0, "samples_per_s": 0.0}
     elif (run_dir / "last.safetensors").exists():
         raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
     else:
@@ -360,6 +383,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress=None, log: Callable[[
     use_amp = cfg.amp and device.type == "cuda"
     csv_path = run_dir / "metrics.csv"
     new_csv = not csv_path.exists() or start == 0
+    if not new_csv and rank == 0:
+        trim_log(csv_path, start)
     fh = open(csv_path, "w" if new_csv else "a", newline="")
     writer = csv.writer(fh)
     if new_csv:
