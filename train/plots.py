@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from train.synth.preview import _save, _show, plt
+from train.synth.preview import plt, save_figure, show_image
 
 
 def read_metrics(path: Path) -> dict[str, np.ndarray]:
@@ -52,7 +52,7 @@ def loss_curve(metrics_csv: Path, path: Path, title: str = "", window: int = 20)
         lr_ax.set_yscale("log")
     ax.legend(loc="upper right", fontsize=8)
     ax.set_title(title or Path(metrics_csv).parent.name, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _error_map(ax, pred: np.ndarray, target: np.ndarray, vmax: float) -> None:
@@ -74,12 +74,12 @@ def evaluation_sheet(rows: list[dict], path: Path, title: str = "") -> Path:
     vmax = max(float(np.abs(r["model"] - r["target"]).mean(axis=0).max()) for r in rows) or 1.0
     fig, axes = plt.subplots(len(rows), 4, figsize=(10.5, 2.7 * len(rows)), squeeze=False)
     for ax, r in zip(axes, rows):
-        _show(ax[0], hwc(r["input"]), f"{r['label']}: input {psnr(r['input'], r['target']):.2f} dB")
-        _show(ax[1], hwc(r["model"]), f"model {psnr(r['model'], r['target']):.2f} dB")
-        _show(ax[2], hwc(r["target"]), "target")
+        show_image(ax[0], hwc(r["input"]), f"{r['label']}: input {psnr(r['input'], r['target']):.2f} dB")
+        show_image(ax[1], hwc(r["model"]), f"model {psnr(r['model'], r['target']):.2f} dB")
+        show_image(ax[2], hwc(r["target"]), "target")
         _error_map(ax[3], r["model"], r["target"], vmax)
     height = fig.get_figheight()
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / height))
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -18,7 +18,8 @@ import numpy as np  # noqa: E402
 from train.synth.writers import linear_to_srgb  # noqa: E402
 
 
-def _show(ax, img: np.ndarray, title: str) -> None:
+def show_image(ax, img: np.ndarray, title: str) -> None:
+    """Draw a linear H x W (x C) image in [0, 1], sRGB-encoded for display, titled, no axes."""
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[..., 0]
     ax.imshow(linear_to_srgb(img), cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
@@ -26,7 +27,8 @@ def _show(ax, img: np.ndarray, title: str) -> None:
     ax.axis("off")
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Write ``fig`` as a PNG atomically (temp file, then rename) and close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
@@ -46,17 +48,17 @@ def dp_contact_sheet(samples: list, path: Path, title: str = "") -> Path:
     fig, axes = plt.subplots(n, 5, figsize=(12.5, 2.6 * n), squeeze=False)
     lim = max(max(abs(float(s.coc.min())), abs(float(s.coc.max()))) for s in samples) or 1.0
     for row, s in zip(axes, samples):
-        _show(row[0], s.sharp, "sharp (target)")
-        _show(row[1], s.left, "left view")
-        _show(row[2], s.right, "right view")
-        _show(row[3], s.combined, "combined (input)")
+        show_image(row[0], s.sharp, "sharp (target)")
+        show_image(row[1], s.left, "left view")
+        show_image(row[2], s.right, "right view")
+        show_image(row[3], s.combined, "combined (input)")
         im = row[4].imshow(s.coc, cmap="coolwarm", vmin=-lim, vmax=lim)
         row[4].set_title("signed CoC (px)", fontsize=8)
         row[4].axis("off")
         fig.colorbar(im, ax=row[4], fraction=0.046, pad=0.04)
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def dual_contact_sheet(samples: list, path: Path, title: str = "") -> Path:
@@ -64,10 +66,10 @@ def dual_contact_sheet(samples: list, path: Path, title: str = "") -> Path:
     n = len(samples)
     fig, axes = plt.subplots(n, 6, figsize=(15, 2.6 * n), squeeze=False)
     for row, s in zip(axes, samples):
-        _show(row[0], s.wide, "wide (shallow DoF)")
-        _show(row[1], s.ultrawide, "ultra-wide (full FOV)")
-        _show(row[2], s.sharp, "all-in-focus")
-        _show(row[3], s.refocused, "refocus target")
+        show_image(row[0], s.wide, "wide (shallow DoF)")
+        show_image(row[1], s.ultrawide, "ultra-wide (full FOV)")
+        show_image(row[2], s.sharp, "all-in-focus")
+        show_image(row[3], s.refocused, "refocus target")
         im = row[4].imshow(np.hypot(*np.moveaxis(s.flow_w_to_uw, -1, 0)), cmap="viridis")
         row[4].set_title("|flow W->UW| (UW px)", fontsize=8)
         row[4].axis("off")
@@ -77,4 +79,4 @@ def dual_contact_sheet(samples: list, path: Path, title: str = "") -> Path:
         row[5].axis("off")
     if title:
         fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
