@@ -208,7 +208,7 @@ def evaluate(
     from models.checkpoint import load_model
     from train.evaluate import evaluate as run_eval, test_split
 
-    from train.data_sources import load_source
+    from train.data_sources import load_source, source_kind
 
     if save_images and checkpoint is None:
         fail("--save-images needs --checkpoint: there is no model output to draw")
@@ -235,8 +235,9 @@ def evaluate(
         from train.plots import evaluation_sheet
 
         try:
+            srgb = data != "synthetic:test" and source_kind(data) == "dpdd"  # DPDD is used as stored (sRGB)
             sheet = evaluation_sheet(sheet_rows(model, net, examples), save_images / f"{model}-evaluation.png",
-                                     f"{model}: {checkpoint.name} on {data}")
+                                     f"{model}: {checkpoint.name} on {data}", linear=not srgb)
         except (ValueError, OSError) as exc:
             fail(f"{save_images}: cannot write the evaluation images ({exc})")
         console.print(f"images: {sheet}")

@@ -88,8 +88,10 @@ def test_cli_trains_and_evaluates_on_a_dpdd_folder(data_root, tmp_path):
                                 "--data", "synthetic", "--pool-size", "2", "--out", str(tmp_path), "--device", "cpu"])
     assert r.exit_code == 0, r.output
     r = runner.invoke(cli.app, ["evaluate", "--model", "rdpd", "--checkpoint", str(tmp_path / "rdpd-tiny" / "last.safetensors"),
-                                "--data", dpdd, "--size", "48", "--count", "2", "--json", str(tmp_path / "s.json")])
+                                "--data", dpdd, "--size", "48", "--count", "2", "--json", str(tmp_path / "s.json"),
+                                "--save-images", str(tmp_path / "img")])
     assert r.exit_code == 0, r.output
+    assert (tmp_path / "img" / "rdpd-evaluation.png").is_file()
     import json
 
     scores = json.loads((tmp_path / "s.json").read_text())["scores"]["deblur"]

@@ -1,5 +1,6 @@
 """Training and evaluation pictures: the loss curve a run leaves, the evaluation sheet."""
 import cv2
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -46,6 +47,18 @@ def test_sheet_rows_show_what_evaluate_scores(tmp_path):
     assert tall.shape[0] > 3 * short.shape[0]  # one figure row per example and task
     with pytest.raises(ValueError, match="no examples"):
         evaluation_sheet([], tmp_path / "none.png")
+
+
+def test_srgb_images_are_drawn_as_stored():
+    from train.synth.preview import plt, show_image
+
+    img = np.full((4, 4, 3), 0.2, np.float32)
+    fig, (a, b) = plt.subplots(1, 2)
+    show_image(a, img, "linear")
+    show_image(b, img, "stored sRGB", linear=False)
+    assert np.allclose(b.images[0].get_array(), 0.2)  # unchanged
+    assert np.all(a.images[0].get_array() > 0.4)  # sRGB-encoded: 0.2 linear is ~0.48
+    plt.close(fig)
 
 
 def test_save_images_without_a_checkpoint_is_refused(tmp_path):

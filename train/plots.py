@@ -63,9 +63,10 @@ def _error_map(ax, pred: np.ndarray, target: np.ndarray, vmax: float) -> None:
     plt.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
 
 
-def evaluation_sheet(rows: list[dict], path: Path, title: str = "") -> Path:
+def evaluation_sheet(rows: list[dict], path: Path, title: str = "", linear: bool = True) -> Path:
     """``rows``: dicts with ``label`` and C x H x W float arrays ``input``, ``model``,
-    ``target`` (linear, [0, 1]); one figure row each, PSNR in the titles."""
+    ``target`` in [0, 1]; one figure row each, PSNR in the titles. ``linear``: the values are
+    linear (the synthetic engine's) and get sRGB-encoded for display; False for sRGB data (DPDD)."""
     if not rows:
         raise ValueError("no examples to draw")
     from train.metrics import psnr
@@ -74,9 +75,9 @@ def evaluation_sheet(rows: list[dict], path: Path, title: str = "") -> Path:
     vmax = max(float(np.abs(r["model"] - r["target"]).mean(axis=0).max()) for r in rows) or 1.0
     fig, axes = plt.subplots(len(rows), 4, figsize=(10.5, 2.7 * len(rows)), squeeze=False)
     for ax, r in zip(axes, rows):
-        show_image(ax[0], hwc(r["input"]), f"{r['label']}: input {psnr(r['input'], r['target']):.2f} dB")
-        show_image(ax[1], hwc(r["model"]), f"model {psnr(r['model'], r['target']):.2f} dB")
-        show_image(ax[2], hwc(r["target"]), "target")
+        show_image(ax[0], hwc(r["input"]), f"{r['label']}: input {psnr(r['input'], r['target']):.2f} dB", linear)
+        show_image(ax[1], hwc(r["model"]), f"model {psnr(r['model'], r['target']):.2f} dB", linear)
+        show_image(ax[2], hwc(r["target"]), "target", linear)
         _error_map(ax[3], r["model"], r["target"], vmax)
     height = fig.get_figheight()
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / height))

@@ -18,11 +18,12 @@ import numpy as np  # noqa: E402
 from train.synth.writers import linear_to_srgb  # noqa: E402
 
 
-def show_image(ax, img: np.ndarray, title: str) -> None:
-    """Draw a linear H x W (x C) image in [0, 1], sRGB-encoded for display, titled, no axes."""
+def show_image(ax, img: np.ndarray, title: str, linear: bool = True) -> None:
+    """Draw an H x W (x C) image in [0, 1], titled, no axes; ``linear`` images are sRGB-encoded
+    for display, others (e.g. DPDD's stored sRGB) are drawn as they are."""
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[..., 0]
-    ax.imshow(linear_to_srgb(img), cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
+    ax.imshow(linear_to_srgb(img) if linear else np.clip(img, 0, 1), cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
     ax.set_title(title, fontsize=8)
     ax.axis("off")
 
