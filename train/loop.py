@@ -385,7 +385,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress=None, log: Callable[[
     new_csv = not csv_path.exists() or start == 0
     if not new_csv and rank == 0:
         trim_log(csv_path, start)
-    fh = open(csv_path, "w" if new_csv else "a", newline="")
+    # only rank 0 logs: another rank opening the file with "w" could truncate what rank 0 wrote
+    fh = open(csv_path if rank == 0 else os.devnull, "w" if new_csv else "a", newline="")
     writer = csv.writer(fh)
     if new_csv:
         writer.writerow(["step", "loss", "lr", "samples_per_s"])
