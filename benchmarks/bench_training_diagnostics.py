@@ -9,6 +9,8 @@ each model, to say why a quality target is missed and what a longer (GPU) run sh
   mean UW blending mask, and the refined UW's PSNR.
 - All three: gain on examples of the training pool (seed 0, as the mobile configs) against the
   test split: is a starter overfitting its fixed pool?
+- Data cost: seconds to render one training example (what ``--refresh-every`` pays per refresh)
+  and host bytes per pixel of a pool example.
 
     .venv/bin/python benchmarks/bench_training_diagnostics.py [--count 16] [--size 128]
 
@@ -20,6 +22,7 @@ import argparse
 import json
 import math
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -205,6 +208,20 @@ def main() -> None:
             gap = gains[0][task] - gains[1][task]
             print(f"| {name} | {task} | {gains[0][task]:+.2f} | {gains[1][task]:+.2f} | {gap:+.2f} |")
             figures[f"{name}_{task}_pool_minus_test_gain_db"] = round(gap, 2)
+    print(f"\n## Data cost: rendering one {args.size}x{args.size} example on one thread (median of 4), pool memory\n")
+    print("| model | render s | bytes per pixel |\n|---|---|---|")
+    torch.set_num_threads(1)
+    for name in ("rdpd", "dc2", "uid"):
+        cfg = load_config(name, "mobile", {"device": "cpu", "pool_image": args.size, "patch": 16 * (args.size // 16)})
+        seconds = []
+        for i in range(4):
+            t0 = time.perf_counter()
+            ex = synthetic_example(cfg, i, generation=1)  # fresh scenes, as a refresh renders
+            seconds.append(time.perf_counter() - t0)
+        per_pixel = sum(v.nbytes for d in (ex.inputs, ex.targets) for v in d.values()) / args.size ** 2
+        print(f"| {name} | {np.median(seconds):.2f} | {per_pixel:.0f} |")
+        figures[f"{name}_render_s"] = round(float(np.median(seconds)), 3)
+        figures[f"{name}_pool_bytes_per_pixel"] = round(per_pixel)
     print(json.dumps(figures))
 
 
