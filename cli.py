@@ -98,7 +98,7 @@ def synth(
     force: bool = typer.Option(False, help="Replace --out if it exists."),
 ) -> None:
     """Synthesise a defocus data set (DP views or W/UW pairs) with a JSON record of every parameter."""
-    from train.synth import dataset
+    from synth import dataset
 
     try:
         cfg = dataset.SynthConfig(camera=camera, scenes=scenes, size=dataset.parse_size(size), out=out,
@@ -297,7 +297,7 @@ def demo(
     and run them on the synthetic Pixel capture (outputs + comparison images)."""
     from rich.table import Table
 
-    from train.synth import dataset
+    from synth import dataset
 
     runs = [
         ("rdpd_set3", "dpdd", 6, (256, 256), False),

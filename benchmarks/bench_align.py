@@ -35,8 +35,8 @@ from calibration.cameras import get_pair  # noqa: E402
 from runtime_py.align import (PRESETS, align_uw_to_w, alignment_metrics, depth_guided_flow, dis_flow,  # noqa: E402
                               fit_colour, fit_parallax, match_moments, parallax_from_geometry, prealign_from_focal,
                               resize_disparity, to_grey8, warp_prealigned)
-from train.synth.dual_camera import make_dual_camera_sample  # noqa: E402
-from train.synth.scenes import random_scene  # noqa: E402
+from synth.dual_camera import make_dual_camera_sample  # noqa: E402
+from synth.scenes import random_scene  # noqa: E402
 
 
 def make_pair(kind: str, seed: int, h: int, w: int):

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from models.complexity import count_macs, count_params  # noqa: E402
 from models.rdpd import RDPD, RDPDConfig  # noqa: E402
-from train import metrics  # noqa: E402
+from core import metrics  # noqa: E402
 from train.loop import build_pool, compute_loss, draw_batch, load_config  # noqa: E402
 
 SETTINGS = {"x0.25 (8,16,32,64)": (8, 16, 32, 64), "mobile (16,32,48,64)": (16, 32, 48, 64)}

@@ -23,9 +23,9 @@ import torch  # noqa: E402
 
 from calibration.cameras import get_camera  # noqa: E402
 from calibration.dp_psf import PSFParams  # noqa: E402
-from train.synth.dp_sample import make_dp_sample  # noqa: E402
-from train.synth.render import ParametricPSF, render_dp, render_dp_reference  # noqa: E402
-from train.synth.scenes import dead_leaves, random_scene  # noqa: E402
+from synth.dp_sample import make_dp_sample  # noqa: E402
+from synth.render import ParametricPSF, render_dp, render_dp_reference  # noqa: E402
+from synth.scenes import dead_leaves, random_scene  # noqa: E402
 
 
 def timed(fn, repeats):

@@ -6,7 +6,7 @@ File format (``.npz``, read with ``allow_pickle=False``):
   ``left_right_convention``, ``provenance`` (who made it, from what);
 - ``radii`` float64 [R]; ``left`` and ``right`` float32 [P, R, k, k] (each kernel sums to 1/2).
 Written by ``calibration`` (model banks now, fitted banks from captures later), read by
-``train.synth``.
+``synth``.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Input sets for int8 calibration, parity checks and the int8 task metric.
 
-Calibration and realistic parity use scenes from the synthetic engine (``train.datasets``), never
+Calibration and realistic parity use scenes from the synthetic engine (``synth.samples``), never
 random noise; a folder of captures (``.npz`` files holding arrays named after the model inputs,
 CHW or NCHW float32) can replace the synthetic calibration set. Seeds keep the three sets apart:
 calibration uses ``seed``, parity ``seed + 1``, the task test split ``seed + 2``.
@@ -33,7 +33,7 @@ def _fit(spec, variant: str, h: int, w: int, item: dict) -> dict[str, np.ndarray
 
 
 def synthetic_inputs(model: str, variant: str, h: int, w: int, count: int, seed: int) -> list[dict]:
-    from train.datasets import realistic_inputs
+    from synth.samples import realistic_inputs
 
     return [{k: np.ascontiguousarray(v, np.float32) for k, v in d.items()}
             for d in realistic_inputs(model, h, w, count=count, seed=seed, variant=variant)]
@@ -58,7 +58,7 @@ def calibration_set(spec, variant: str, h: int, w: int, source: str, count: int,
         raise ExportError("calibration count must be >= 1")
     if source in (None, "", "synthetic"):
         samples = synthetic_inputs(spec.name, variant, h, w, count, seed)
-        return samples, {"source": "synthetic", "generator": "train.datasets.realistic_inputs",
+        return samples, {"source": "synthetic", "generator": "synth.samples.realistic_inputs",
                          "count": len(samples), "seed": seed, "size": [h, w]}
     folder = Path(source)
     if not folder.is_dir():
@@ -86,7 +86,7 @@ def random_inputs(spec, variant: str, h: int, w: int, seed: int) -> dict[str, np
 def task_split(spec, variant: str, h: int, w: int, count: int, seed: int) -> list[tuple[dict, np.ndarray]]:
     """(inputs, ground-truth main output) pairs from the synthetic test split (the int8 task metric).
     RDPD: frame 0 of a clip with a zero state; targets: rdpd ``y``, dc2 ``image``, uid ``all_in_focus``."""
-    from train.datasets import SAMPLERS
+    from synth.samples import SAMPLERS
 
     rng = np.random.default_rng([seed, 15485863])
     pairs = []

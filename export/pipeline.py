@@ -241,7 +241,7 @@ def verify_artifact(req: ExportRequest, spec, ctx: Context, model_file: Path, lo
               "threshold_db": req.threshold, "gated_sets": gated_sets(req.precision), "reference": "PyTorch eager fp32 (same weights, same outputs)",
               "inputs": {"random": {"count": 1, "seed": req.seed, "kind": "uniform in each input's value range"},
                          "realistic": {"count": len(real), "seed": req.seed + 1,
-                                       "kind": "train.datasets.realistic_inputs (synthetic scenes)"}},
+                                       "kind": "synth.samples.realistic_inputs (synthetic scenes)"}},
               "sets": {}, "task": None, "verdict": "not run", "failures": [],
               "_bundle_inputs": real[0], "_bundle_expected": (ref["realistic"][0], "PyTorch eager fp32")}
     if reason is not None:
@@ -271,7 +271,7 @@ def task_metric(req: ExportRequest, spec, ctx: Context, run) -> dict:
         q_ps.append(psnr(target, run(inputs)[main], 1.0))
     f, q = float(np.mean(f_ps)), float(np.mean(q_ps))
     return {"output": main, "samples": len(pairs), "seed": req.seed + 2, "split": "synthetic test split "
-            "(train.datasets.SAMPLERS)", "float_psnr_db": round(f, 3), "quantised_psnr_db": round(q, 3),
+            "(synth.samples.SAMPLERS)", "float_psnr_db": round(f, 3), "quantised_psnr_db": round(q, 3),
             "delta_db": round(q - f, 3)}
 
 

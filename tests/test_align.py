@@ -11,8 +11,8 @@ from runtime_py.align import (AlignError, ParallaxModel, align_uw_to_w, alignmen
                               depth_guided_flow, fb_occlusion, fit_colour, match_moments, parallax_from_geometry,
                               prealign_from_features, prealign_from_focal, remap_channels, resize_disparity,
                               splat_occlusion)
-from train.synth.dual_camera import make_dual_camera_sample
-from train.synth.scenes import fronto_plane, random_scene, slanted_plane
+from synth.dual_camera import make_dual_camera_sample
+from synth.scenes import fronto_plane, random_scene, slanted_plane
 
 H, W = 256, 320
 

@@ -11,9 +11,9 @@ import pytest
 from calibration.cameras import get_camera
 from runtime_py.captures import (CaptureError, DPDDDataset, decode_depth_item, detect_format, open_capture,
                                  parse_xmp, read_bundle, read_garg, read_heic, read_pixel_pgm, read_pixel_png)
-from train.synth import writers
-from train.synth.dp_sample import make_dp_sample
-from train.synth.scenes import random_scene
+from synth import writers
+from synth.dp_sample import make_dp_sample
+from synth.scenes import random_scene
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from models.radial import radial_map
 from runtime_py.captures import DPDDDataset
 from train.data_sources import DataSourceError, load_source, source_kind
 from train.loop import build_pools, draw_batch, load_config, train
-from train.synth.dataset import SynthConfig, generate
+from synth.dataset import SynthConfig, generate
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from models.registry import get
 from train.evaluate import evaluate, sheet_rows
 from train.evaluate import test_split as fixed_split
 from train.loop import load_config, train
-from train.metrics import psnr
+from core.metrics import psnr
 from train.plots import evaluation_sheet, loss_curve, read_metrics
 
 
@@ -50,7 +50,7 @@ def test_sheet_rows_show_what_evaluate_scores(tmp_path):
 
 
 def test_srgb_images_are_drawn_as_stored():
-    from train.synth.preview import plt, show_image
+    from synth.preview import plt, show_image
 
     img = np.full((4, 4, 3), 0.2, np.float32)
     fig, (a, b) = plt.subplots(1, 2)

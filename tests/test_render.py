@@ -5,7 +5,7 @@ import pytest
 
 from calibration.dp_psf import PSFParams, dp_disparity_px
 from calibration.psf_bank import PSFBank
-from train.synth.render import (BankPSF, ParametricPSF, RenderError, assign_layers, disparity_map, render_dp,
+from synth.render import (BankPSF, ParametricPSF, RenderError, assign_layers, disparity_map, render_dp,
                                 render_dp_reference)
 
 PSF = ParametricPSF(PSFParams(3, 0.6, 0.2))

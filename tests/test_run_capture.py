@@ -14,9 +14,9 @@ from models.registry import get
 from runtime_py import run_capture
 from runtime_py.captures import open_capture
 from runtime_py.runners import ModelRunner, RunnerError, TorchRunner, load
-from train.synth.dp_sample import make_dp_sample
-from train.synth.scenes import random_scene
-from train.synth.writers import write_pixel_sample
+from synth.dp_sample import make_dp_sample
+from synth.scenes import random_scene
+from synth.writers import write_pixel_sample
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +101,8 @@ def test_dc2_runs_on_a_uw_w_bundle(tmp_path):
     import cv2
 
     from calibration.cameras import get_pair
-    from train.synth.dual_camera import make_dual_camera_sample
-    from train.synth.writers import write_png16
+    from synth.dual_camera import make_dual_camera_sample
+    from synth.writers import write_png16
 
     pair = get_pair("phone_w_uw")
     h, w = 64, 96

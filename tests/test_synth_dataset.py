@@ -8,11 +8,11 @@ from typer.testing import CliRunner
 
 import cli
 from calibration.cameras import get_camera, get_pair
-from train.synth import dataset
-from train.synth.dataset import SynthConfig, SynthError, generate
-from train.synth.dual_camera import make_dual_camera_sample
-from train.synth.scenes import Scene
-from train.synth.writers import linear_to_srgb
+from synth import dataset
+from synth.dataset import SynthConfig, SynthError, generate
+from synth.dual_camera import make_dual_camera_sample
+from synth.scenes import Scene
+from synth.writers import linear_to_srgb
 
 
 def _cfg(tmp_path, **kw):

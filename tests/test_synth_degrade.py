@@ -1,10 +1,10 @@
-"""Tests for train.synth.degrade (division-model distortion, seed eq. 5; signal-dependent noise)."""
+"""Tests for synth.degrade (division-model distortion, seed eq. 5; signal-dependent noise)."""
 
 import cv2
 import numpy as np
 import pytest
 
-from train.synth.degrade import (
+from synth.degrade import (
     NOISE_SIGMAS,
     apply_distortion,
     distort_points,

@@ -1,4 +1,4 @@
-"""Tests for train.synth.scenes (scene sources: dead leaves, planes, files)."""
+"""Tests for synth.scenes (scene sources: dead leaves, planes, files)."""
 
 import json
 import time
@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from train.synth.scenes import (
+from synth.scenes import (
     Leaf,
     Scene,
     SceneError,

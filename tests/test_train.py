@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from models.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
 from models.registry import get
-from train import losses, metrics
+from core import metrics
+from train import losses
 from train.loop import CONFIG_DIR, build_pool, draw_batch, load_config, refresh_slot, slot_generation, train
 
 

@@ -1,5 +1,6 @@
-"""Training: datasets, losses, metrics and the training loop for the three models.
+"""Training: the loop (AMP, exact resume, DDP via torchrun), configs, data sources on disk,
+evaluation on synthetic splits and real-format captures, and starter-checkpoint publishing.
 
-``train.synth`` is the synthetic defocus data engine (scenes, layered dual-pixel renderer,
-distortion, noise, W/UW camera pairs) that every model trains on.
+Data comes from ``synth`` (the data engine, model-ready samples); losses, targets and task
+metrics come from each model's spec (``models.registry.get(name)``). Exports nothing.
 """

@@ -1,6 +1,6 @@
 """Training pools from data on disk, next to the synthetic engine's on-the-fly pool.
 
-A source is ``synthetic`` (``train.datasets`` samplers) or a path:
+A source is ``synthetic`` (``synth.samples`` samplers) or a path:
 - a DPDD folder (``<split>_c/source``, ``_l/source``, ``_r/source``, ``<split>_c/target``, 16-bit
   PNG, read by ``runtime_py.captures.DPDDDataset``): RDPD only (no focus masks, refocus targets or
   second camera). Each image gives ``crops_per_image`` textured crops (seed 004's rejection of
@@ -22,8 +22,8 @@ from types import SimpleNamespace
 import numpy as np
 
 from models.radial import radial_map
-from train.datasets import Example, dc2_example, pick_textured_crop, rdpd_frame, uid_example
-from train.synth.writers import DP_FIELDS, DUAL_FIELDS
+from synth.samples import Example, dc2_example, pick_textured_crop, rdpd_frame, uid_example
+from synth.writers import DP_FIELDS, DUAL_FIELDS
 
 SYNTHETIC = "synthetic"
 

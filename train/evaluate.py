@@ -23,8 +23,8 @@ def publish_checkpoint(run_dir: Path, dest: Path, dtype=torch.float16, metrics: 
 import numpy as np  # noqa: E402
 
 from calibration.dp_psf import PSFParams, combined_psf  # noqa: E402
-from train import metrics  # noqa: E402
-from train.datasets import SAMPLERS, Example  # noqa: E402
+from core import metrics  # noqa: E402
+from synth.samples import SAMPLERS, Example  # noqa: E402
 
 TEST_SEED = 20261122  # the fixed synthetic test split: examples i = 0..count-1 use seed (TEST_SEED, 3, i)
 

@@ -1,6 +1,6 @@
 """The training loop: one code path for CPU, one GPU and several GPUs (torchrun + DDP).
 
-- Data: a pool of synthetic examples generated from fixed seeds (``train.datasets``), from
+- Data: a pool of synthetic examples generated from fixed seeds (``synth.samples``), from
   which each step draws a batch, a random patch and a vertical flip. With ``refresh_every`` N,
   every N steps one pool slot (round robin) is replaced by a freshly rendered example, so long
   runs keep seeing new scenes. Slot contents and the draw are pure functions of (seed, step,
@@ -34,7 +34,7 @@ from models.checkpoint import CheckpointError, _atomic_write, load_into, read_ch
 from models.registry import get
 from train import losses
 from train.data_sources import SYNTHETIC
-from train.datasets import SAMPLERS, Example
+from synth.samples import SAMPLERS, Example
 
 CONFIG_DIR = Path(__file__).with_name("configs")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from train.synth.preview import plt, save_figure, show_image
+from synth.preview import plt, save_figure, show_image
 
 
 def read_metrics(path: Path) -> dict[str, np.ndarray]:
@@ -69,7 +69,7 @@ def evaluation_sheet(rows: list[dict], path: Path, title: str = "", linear: bool
     linear (the synthetic engine's) and get sRGB-encoded for display; False for sRGB data (DPDD)."""
     if not rows:
         raise ValueError("no examples to draw")
-    from train.metrics import psnr
+    from core.metrics import psnr
 
     hwc = lambda a: np.moveaxis(np.asarray(a, np.float32), 0, -1)  # noqa: E731
     vmax = max(float(np.abs(r["model"] - r["target"]).mean(axis=0).max()) for r in rows) or 1.0

@@ -20,9 +20,9 @@ import numpy as np
 
 from calibration.cameras import CameraProfile
 from calibration.dp_psf import PSFParams
-from train.synth import degrade
-from train.synth.render import COC_STEP, ParametricPSF, render_dp
-from train.synth.scenes import Scene
+from synth import degrade
+from synth.render import COC_STEP, ParametricPSF, render_dp
+from synth.scenes import Scene
 
 
 @dataclass

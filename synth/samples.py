@@ -21,9 +21,9 @@ import numpy as np
 from calibration.cameras import RDPD_CAMERA_SETS, get_camera, get_pair
 from models.dc2 import DEFOCUS_NORM_PX
 from models.radial import radial_map
-from train.synth.dp_sample import make_dp_sample
-from train.synth.dual_camera import make_dual_camera_sample
-from train.synth.scenes import random_scene
+from synth.dp_sample import make_dp_sample
+from synth.dual_camera import make_dual_camera_sample
+from synth.scenes import random_scene
 
 UID_COC_NORM_PX = 40.0  # UiD defocus target: signed CoC / 40 px, in [-1, 1]
 # Strongest front blur of a training/test example, as a fraction of the camera's 40 px CoC

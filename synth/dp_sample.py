@@ -12,9 +12,9 @@ import numpy as np
 
 from calibration.cameras import CameraProfile
 from calibration.dp_psf import PSFParams, PAPER_PARAM_GRID
-from train.synth import degrade
-from train.synth.render import COC_STEP, ParametricPSF, disparity_map, render_dp
-from train.synth.scenes import Scene
+from synth import degrade
+from synth.render import COC_STEP, ParametricPSF, disparity_map, render_dp
+from synth.scenes import Scene
 
 
 @dataclass
@@ -60,7 +60,7 @@ def make_dp_sample(scene: Scene, camera: CameraProfile, *, rng: np.random.Genera
     (the seed's values are relative to its own normalisation and are strong for real sensors).
     With ``refocus``, a focus region is picked and the scene is re-rendered focused on it (same
     aperture): the UiD refocus target. ``psf`` overrides the model PSFs with any provider, e.g.
-    :class:`train.synth.render.BankPSF` over a calibrated PSF bank.
+    :class:`synth.render.BankPSF` over a calibrated PSF bank.
     """
     params = psf_params or sample_psf_params(rng)
     psf = psf or ParametricPSF(params)

@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from train.synth.writers import linear_to_srgb  # noqa: E402
+from synth.writers import linear_to_srgb  # noqa: E402
 
 
 def show_image(ax, img: np.ndarray, title: str, linear: bool = True) -> None:

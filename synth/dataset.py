@@ -18,11 +18,11 @@ import numpy as np
 
 from calibration.cameras import CameraError, get_camera, get_pair, load_profiles
 from calibration.psf_bank import PSFBank
-from train.synth import writers
-from train.synth.render import BankPSF
-from train.synth.dp_sample import make_dp_sample
-from train.synth.dual_camera import make_dual_camera_sample
-from train.synth.scenes import load_texture_folder, random_scene
+from synth import writers
+from synth.render import BankPSF
+from synth.dp_sample import make_dp_sample
+from synth.dual_camera import make_dual_camera_sample
+from synth.scenes import load_texture_folder, random_scene
 
 FORMATS = ("dpdd", "pixel", "npz")
 SCENE_KINDS = ("dead_leaves", "slanted_plane", "mixed")
@@ -199,8 +199,8 @@ def _json_default(o):
 
 def write_preview(out: Path, samples: list, title: str = "") -> Path:
     """contact_sheet.png in ``out`` for DP or W/UW samples."""
-    from train.synth import preview
-    from train.synth.dual_camera import DualCameraSample
+    from synth import preview
+    from synth.dual_camera import DualCameraSample
 
     sheet = Path(out) / "contact_sheet.png"
     if samples and isinstance(samples[0], DualCameraSample):

@@ -1,8 +1,11 @@
-"""Image quality metrics: PSNR, SSIM (Gaussian window, Wang et al. 2004 constants), MAE.
+"""Image quality metrics, one of each for the whole project: PSNR, SSIM (Gaussian window, Wang
+et al. 2004 constants), MAE. Training, evaluation, export parity and plots all use these.
 
 LPIPS is left out: no package here ships its weights, and nothing is downloaded at run time.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -10,9 +13,11 @@ import torch.nn.functional as F
 
 
 def psnr(pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray, peak: float = 1.0) -> float:
-    pred, target = _t(pred), _t(target)
-    mse = torch.mean((pred.double() - target.double()) ** 2).item()
-    return float("inf") if mse == 0 else 10.0 * np.log10(peak * peak / mse)
+    """10 log10(peak^2 / MSE) in float64: +inf for identical images, -inf when the MSE is not finite."""
+    mse = torch.mean((_t(pred).double() - _t(target).double()) ** 2).item()
+    if not math.isfinite(mse):
+        return float("-inf")
+    return float("inf") if mse == 0 else 10.0 * math.log10(peak * peak / mse)
 
 
 def mae(pred, target) -> float:
@@ -37,4 +42,4 @@ def ssim(pred, target, peak: float = 1.0, sigma: float = 1.5, size: int = 11) ->
 
 
 def _t(a) -> torch.Tensor:
-    return a if isinstance(a, torch.Tensor) else torch.from_numpy(np.asarray(a))
+    return a.detach() if isinstance(a, torch.Tensor) else torch.from_numpy(np.asarray(a))

@@ -1,0 +1,112 @@
+"""Atomic output, for every file and folder the tool writes (ARCHITECTURE.md, "Atomic output").
+
+Everything is written to a temporary path beside its destination (same filesystem), then
+renamed into place. A failed or interrupted run leaves the previous output as it was and no
+half-written file behind:
+
+    with atomic_file(path) as tmp:      # a file
+        save(tmp)
+    with atomic_dir(folder, replace=True) as tmp:   # a folder, published whole
+        write_everything_into(tmp)
+
+Replacing a folder cannot be one rename on Linux, so the old folder is first renamed aside, the
+new one renamed in, and only then the old one deleted; if the second rename fails the old folder
+is renamed back.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+from .errors import UserError
+
+
+class OutputExistsError(UserError):
+    """The destination exists and replacing it was not asked for."""
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path, mode: int = 0o644) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is renamed to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial" + path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.chmod(tmp, mode)  # mkstemp makes 0600 files; outputs are meant to be shared
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_json(path: str | Path, data, **kwargs) -> Path:
+    """JSON (indent 1, no NaN/inf: they are not JSON) written atomically."""
+    kwargs.setdefault("indent", 1)
+    kwargs.setdefault("allow_nan", False)
+    return write_text(path, json.dumps(data, **kwargs))
+
+
+def is_nonempty(path: Path) -> bool:
+    return path.exists() and (not path.is_dir() or any(path.iterdir()))
+
+
+@contextlib.contextmanager
+def atomic_dir(final: str | Path, replace: bool = False, what: str = "output") -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``final``; when the block ends without an error it
+    becomes ``final`` (an existing non-empty ``final`` is replaced only with ``replace``, which
+    the CLI spells ``--force``). On any error the temporary folder is deleted and ``final`` is
+    untouched."""
+    final = Path(final)
+    if is_nonempty(final) and not replace:
+        raise OutputExistsError(f"{final} exists and is not empty; choose another folder or pass --force to replace it")
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
+    except OSError as exc:
+        raise UserError(f"cannot write the {what} to {final.parent}: {exc.strerror or exc}") from None
+    try:
+        yield work
+        for f in work.rglob("*"):  # mkdtemp makes 0700 folders; outputs are meant to be shared
+            os.chmod(f, 0o755 if f.is_dir() else 0o644)
+        os.chmod(work, 0o755)
+        _publish(work, final)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _publish(work: Path, final: Path) -> None:
+    old = None
+    if final.exists() or final.is_symlink():
+        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        os.rename(final, old)
+    try:
+        os.rename(work, final)
+    except BaseException:
+        if old is not None:
+            os.rename(old, final)
+        raise
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
