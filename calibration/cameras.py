@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from calibration import optics
+from core.errors import UserError
 
 PROFILES_FILE = Path(__file__).with_name("cameras.json")
 
 
-class CameraError(ValueError):
+class CameraError(UserError):
     """An unknown camera name or a malformed camera profile file."""
 
 

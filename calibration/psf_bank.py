@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +20,14 @@ from typing import Sequence
 import numpy as np
 
 from calibration.dp_psf import LEFT_RIGHT_CONVENTION, PSFParams, dual_pixel_psf
+from core.atomic import atomic_file
+from core.errors import UserError
 
 SCHEMA_VERSION = 1
 FORMAT = "dp-psf-bank"
 
 
-class PSFBankError(ValueError):
+class PSFBankError(UserError):
     """A PSF bank file that is missing, corrupt, foreign or of an unsupported version."""
 
 
@@ -51,7 +51,7 @@ class PSFBank:
         """Tabulate the Butterworth DP model (seed 004, eq. 2-4) on a radius grid."""
         radii = np.asarray(sorted(set(float(r) for r in radii)), dtype=np.float64)
         if radii.size == 0:
-            raise ValueError("a PSF bank needs at least one radius")
+            raise PSFBankError("a PSF bank needs at least one radius")
         k = kernel_size or 2 * (math.ceil(np.abs(radii).max()) + 1) + 1
         left = np.zeros((len(param_sets), radii.size, k, k), np.float32)
         right = np.zeros_like(left)
@@ -65,7 +65,7 @@ class PSFBank:
         """Left/right kernels for any radius inside the grid, linearly interpolated between the
         two nearest tabulated radii (keeps each half summing to 1/2)."""
         if not self.radii[0] - 1e-9 <= radius <= self.radii[-1] + 1e-9:
-            raise ValueError(f"radius {radius} px is outside the bank's grid [{self.radii[0]}, {self.radii[-1]}]")
+            raise PSFBankError(f"radius {radius} px is outside the bank's grid [{self.radii[0]}, {self.radii[-1]}]")
         j = int(np.clip(np.searchsorted(self.radii, radius), 1, max(self.radii.size - 1, 1)))
         if self.radii.size == 1:
             return self.left[param_index, 0].astype(np.float64), self.right[param_index, 0].astype(np.float64)
@@ -87,16 +87,9 @@ class PSFBank:
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_suffix(".npz")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".psfbank-", suffix=".npz", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez_compressed(fh, header=np.array(json.dumps(self.header())), radii=self.radii,
-                                    left=self.left.astype(np.float32), right=self.right.astype(np.float32))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_file(path) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(fh, header=np.array(json.dumps(self.header())), radii=self.radii,
+                                left=self.left.astype(np.float32), right=self.right.astype(np.float32))
         return path
 
     @classmethod

@@ -71,19 +71,20 @@ def is_nonempty(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_dir(final: str | Path, replace: bool = False, what: str = "output") -> Iterator[Path]:
+def atomic_dir(final: str | Path, replace: bool = False, what: str = "output",
+               error: type[UserError] = UserError) -> Iterator[Path]:
     """Yield an empty temporary folder beside ``final``; when the block ends without an error it
     becomes ``final`` (an existing non-empty ``final`` is replaced only with ``replace``, which
     the CLI spells ``--force``). On any error the temporary folder is deleted and ``final`` is
-    untouched."""
+    untouched. A folder that cannot be written raises ``error`` (the caller's error class)."""
     final = Path(final)
     if is_nonempty(final) and not replace:
-        raise OutputExistsError(f"{final} exists and is not empty; choose another folder or pass --force to replace it")
+        raise OutputExistsError(f"{final} exists and is not empty; choose another --out or pass --force to replace it")
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
     except OSError as exc:
-        raise UserError(f"cannot write the {what} to {final.parent}: {exc.strerror or exc}") from None
+        raise error(f"cannot write the {what} to {final.parent}: {exc.strerror or exc}") from None
     try:
         yield work
         for f in work.rglob("*"):  # mkdtemp makes 0700 folders; outputs are meant to be shared

@@ -32,11 +32,11 @@ def _fit(spec, variant: str, h: int, w: int, item: dict) -> dict[str, np.ndarray
     return out
 
 
-def synthetic_inputs(model: str, variant: str, h: int, w: int, count: int, seed: int) -> list[dict]:
+def synthetic_inputs(spec, variant: str, h: int, w: int, count: int, seed: int) -> list[dict]:
     from synth.samples import realistic_inputs
 
     return [{k: np.ascontiguousarray(v, np.float32) for k, v in d.items()}
-            for d in realistic_inputs(model, h, w, count=count, seed=seed, variant=variant)]
+            for d in realistic_inputs(spec, h, w, count=count, seed=seed, variant=variant)]
 
 
 def folder_inputs(spec, variant: str, h: int, w: int, folder: Path, count: int) -> list[dict]:
@@ -57,7 +57,7 @@ def calibration_set(spec, variant: str, h: int, w: int, source: str, count: int,
     if count < 1:
         raise ExportError("calibration count must be >= 1")
     if source in (None, "", "synthetic"):
-        samples = synthetic_inputs(spec.name, variant, h, w, count, seed)
+        samples = synthetic_inputs(spec, variant, h, w, count, seed)
         return samples, {"source": "synthetic", "generator": "synth.samples.realistic_inputs",
                          "count": len(samples), "seed": seed, "size": [h, w]}
     folder = Path(source)
@@ -84,19 +84,13 @@ def random_inputs(spec, variant: str, h: int, w: int, seed: int) -> dict[str, np
 
 
 def task_split(spec, variant: str, h: int, w: int, count: int, seed: int) -> list[tuple[dict, np.ndarray]]:
-    """(inputs, ground-truth main output) pairs from the synthetic test split (the int8 task metric).
-    RDPD: frame 0 of a clip with a zero state; targets: rdpd ``y``, dc2 ``image``, uid ``all_in_focus``."""
-    from synth.samples import SAMPLERS
+    """(inputs, ground-truth main output) pairs from the synthetic test split (the int8 task
+    metric); a sequence model's first frame with a zero state."""
+    from synth.samples import first_frame, render_example
 
     rng = np.random.default_rng([seed, 15485863])
     pairs = []
     for _ in range(count):
-        ex = SAMPLERS[spec.name](rng, (h, w))
-        if spec.name == "rdpd":
-            item = {"x": ex.inputs["x"][0]}
-            target = ex.targets["y"][0]
-        else:
-            item = dict(ex.inputs)
-            target = ex.targets[spec.main_output]
-        pairs.append((_fit(spec, variant, h, w, item), np.asarray(target, np.float32)[None]))
+        inputs, targets = first_frame(spec, render_example(spec, rng, (h, w)), variant)
+        pairs.append((_fit(spec, variant, h, w, inputs), np.asarray(targets[spec.main_output], np.float32)))
     return pairs

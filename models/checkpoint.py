@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -18,11 +16,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from core.atomic import atomic_file, write_json
+from core.errors import UserError
+
 FORMAT = "defocus-checkpoint"
 SCHEMA_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that is missing, corrupt, of another model, or does not fit the model."""
 
 
@@ -43,19 +44,6 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; checkpoints are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(path: str | Path, model: nn.Module | dict, *, name: str, variant: str,
                     dtype: torch.dtype = torch.float32, config: dict | None = None,
                     training_data: dict | None = None, steps: int = 0, metrics: dict | None = None,
@@ -65,14 +53,15 @@ def save_checkpoint(path: str | Path, model: nn.Module | dict, *, name: str, var
     tensors = {k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
                for k, v in state.items()}
     wpath = weights_path(path)
-    _atomic_write(wpath, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT, "model": name}))
+    with atomic_file(wpath) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "model": name})
     meta = {
         "format": FORMAT, "schema_version": SCHEMA_VERSION, "model": name, "variant": variant,
         "dtype": str(dtype).replace("torch.", ""), "config": config or {}, "training_data": training_data or {},
         "steps": int(steps), "metrics": metrics or {}, "sha256": sha256_file(wpath),
         "weights_file": wpath.name, **(extra or {}),
     }
-    _atomic_write(sidecar_path(wpath), lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1)))
+    write_json(sidecar_path(wpath), meta, allow_nan=True)
     return wpath
 
 

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from core.errors import UserError
+
 
 def count_params(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (buffers such as the UiD inverse kernels are not counted)."""
@@ -66,7 +68,7 @@ def model_table(
         spec = get(name)
         for variant in variants or spec.variants:
             if variant not in spec.variants:
-                raise ValueError(f"unknown variant {variant!r} for {name}; valid: {', '.join(spec.variants)}")
+                raise UserError(f"unknown variant {variant!r} for {name}; valid: {', '.join(spec.variants)}")
             row = measure(name, variant, height, width)
             row["inputs"] = ", ".join(f"{t.name}[{t.channels_for(variant)}]" for t in spec.inputs)
             row["outputs"] = ", ".join(f"{t.name}[{t.channels_for(variant)}]" for t in spec.outputs)

@@ -33,12 +33,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from core.errors import UserError
 
 PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
            "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
 
 
-class AlignError(ValueError):
+class AlignError(UserError):
     """Alignment that cannot be done (bad input, too few feature matches...)."""
 
 

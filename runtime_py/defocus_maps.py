@@ -19,9 +19,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from core.errors import UserError
 
 
-class DefocusError(ValueError):
+class DefocusError(UserError):
     """Bad inputs to a defocus map (non-finite disparity, focus point outside, empty mask...)."""
 
 

@@ -11,10 +11,6 @@ comparison PNG, into a temporary folder renamed into place at the end.
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -22,13 +18,15 @@ import numpy as np
 
 from models.dc2 import DEFOCUS_NORM_PX
 from models.radial import radial_map
+from core.atomic import atomic_dir, write_json
 from models.registry import get
 from runtime_py.captures import Capture
 from runtime_py.runners import ModelRunner
 from runtime_py.tiling import RadialInput, StreamingTiledRunner, TiledRunner
+from core.errors import UserError
 
 
-class RunError(ValueError):
+class RunError(UserError):
     """A capture that does not fit the model, or a bad focus request."""
 
 
@@ -37,11 +35,6 @@ def _rgb(a: np.ndarray) -> np.ndarray:
     if a.ndim == 2:
         a = a[..., None]
     return np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a[..., :3]
-
-
-def _nchw(a: np.ndarray) -> np.ndarray:
-    a = a[..., None] if a.ndim == 2 else a
-    return np.ascontiguousarray(a.transpose(2, 0, 1)[None], dtype=np.float32)
 
 
 def focus_mask_from(shape: tuple[int, int], point: tuple[int, int] | None = None, mask_path: Path | None = None,
@@ -68,51 +61,67 @@ def focus_mask_from(shape: tuple[int, int], point: tuple[int, int] | None = None
 def model_inputs(model: str, capture: Capture, *, focus: tuple[int, int] | None = None,
                  focus_mask: Path | None = None, aperture: float = 1.0, preset: str = "fast",
                  align_depth: bool = True) -> tuple[dict, dict]:
-    """Named NCHW inputs for ``model`` from a capture, and a record of what was done.
-    ``align_depth``: DC2's UW -> W flow comes from the capture's disparity (scale, direction and
-    offset fitted to the images, depth edges re-decided by matching; ``runtime_py.align``)
-    rather than from DIS alone."""
+    """Named NCHW inputs for ``model`` from a capture, and a record of what was done: the
+    capture's fields (``models.spec``) that the model's spec asks for, packed by the spec.
+    ``align_depth``: a dual-camera model's UW -> W flow comes from the capture's disparity
+    (scale, direction and offset fitted to the images, depth edges re-decided by matching;
+    ``runtime_py.align``) rather than from DIS alone."""
+    spec = get(model)
     rec: dict = {"capture": str(capture.path), "kind": capture.kind}
-    if model in ("rdpd", "uid"):
-        if "left" not in capture.arrays:
-            raise RunError(f"{capture.path}: {model} needs a dual-pixel capture (left/right views), got {capture.kind}")
-        cap = capture.to_square_pixels()
-        left, right = _rgb(cap.arrays["left"]), _rgb(cap.arrays["right"])
-        h, w = left.shape[:2]
-        rec["size"] = [h, w]
-        if model == "rdpd":
-            x = np.concatenate([left, right, radial_map(h, w)[..., None].astype(np.float32)], axis=2)
-            return {"x": _nchw(x)}, rec
-        mask = focus_mask_from((h, w), focus, focus_mask)
-        rec["focus_pixels"] = int(mask.sum())
-        return {"left": _nchw(left), "right": _nchw(right), "focus_mask": _nchw(mask)}, rec
-    if model == "dc2":
-        from runtime_py.align import align_uw_to_w
-        from runtime_py.defocus_maps import defocus_map, wide_defocus_from_bundle
+    if spec.data.capture == "dual_pixel":
+        fields = _dual_pixel_fields(spec, capture, rec, focus, focus_mask)
+    elif spec.data.capture == "dual_camera":
+        fields = _dual_camera_fields(spec, capture, rec, focus, focus_mask, aperture, preset, align_depth)
+    else:
+        raise RunError(f"{model}: no capture reader for {spec.data.capture!r} captures")
+    return {k: v[None] for k, v in spec.inputs_from_fields(fields).items()}, rec
 
-        if "wide" not in capture.arrays or "ultrawide" not in capture.arrays:
-            raise RunError(f"{capture.path}: dc2 needs a UW+W bundle (wide + ultrawide), got {capture.kind}")
-        if "disparity" not in capture.arrays:
-            raise RunError(f"{capture.path}: dc2 needs a disparity map to build the target defocus map")
-        wide, uw, disp = capture.arrays["wide"], capture.arrays["ultrawide"], capture.arrays["disparity"]
-        al = align_uw_to_w(wide, uw, f_wide_px=capture.record.get("wide_focal_px"),
-                           f_uw_px=capture.record.get("ultrawide_focal_px"), preset=preset,
-                           disparity=disp if align_depth else None)
-        h, w = wide.shape[:2]
-        mask = focus_mask_from((h, w), focus, focus_mask) if (focus or focus_mask) else None
-        dr = float(np.ptp(disp)) or 1.0
-        scale = aperture * DEFOCUS_NORM_PX / dr  # aperture 1: the scene's disparity range spans 10 px of blur
-        target, trec = defocus_map(disp, scale, point=None if mask is not None else (w // 2, h // 2),
-                                   mask=mask.astype(bool) if mask is not None else None)
-        own, orec = wide_defocus_from_bundle(disp, capture.meta or {}, capture.record.get("wide_focal_px"),
-                                             (capture.record.get("disparity") or {}).get("units"))
-        rec.update({"size": [h, w], "alignment": al.report.__dict__ if hasattr(al.report, "__dict__") else str(al.report),
-                    "target_defocus": trec, "wide_defocus": orec, "aperture": aperture})
-        return {"wide": _nchw(wide), "ultrawide": _nchw(al.warped),
-                "defocus_wide": _nchw(np.clip(own / DEFOCUS_NORM_PX, 0, 1)),
-                "defocus_target": _nchw(np.clip(target / DEFOCUS_NORM_PX, 0, 1)),
-                "radial": _nchw(radial_map(h, w).astype(np.float32))}, rec
-    raise RunError(f"unknown model {model!r}")
+
+def _dual_pixel_fields(spec, capture: Capture, rec: dict, focus, focus_mask) -> dict:
+    """Left and right views (green-only Pixel views resampled to square pixels, repeated to
+    RGB), plus the radial map and a focus mask when the model takes them."""
+    if "left" not in capture.arrays:
+        raise RunError(f"{capture.path}: {spec.name} needs a dual-pixel capture (left/right views), got {capture.kind}")
+    cap = capture.to_square_pixels()
+    left, right = _rgb(cap.arrays["left"]), _rgb(cap.arrays["right"])
+    h, w = left.shape[:2]
+    rec["size"] = [h, w]
+    fields = {"left": left, "right": right}
+    if "radial" in spec.data.fields:
+        fields["radial"] = radial_map(h, w).astype(np.float32)
+    if "focus_mask" in spec.data.fields:
+        fields["focus_mask"] = focus_mask_from((h, w), focus, focus_mask)
+        rec["focus_pixels"] = int(fields["focus_mask"].sum())
+    return fields
+
+
+def _dual_camera_fields(spec, capture: Capture, rec: dict, focus, focus_mask, aperture: float, preset: str,
+                        align_depth: bool) -> dict:
+    """W, UW aligned to W, W's own defocus map (from its metadata) and the target defocus map
+    (from the disparity, the focus point or mask and the aperture scale), in px; radial map."""
+    from runtime_py.align import align_uw_to_w
+    from runtime_py.defocus_maps import defocus_map, wide_defocus_from_bundle
+
+    if "wide" not in capture.arrays or "ultrawide" not in capture.arrays:
+        raise RunError(f"{capture.path}: {spec.name} needs a UW+W bundle (wide + ultrawide), got {capture.kind}")
+    if "disparity" not in capture.arrays:
+        raise RunError(f"{capture.path}: {spec.name} needs a disparity map to build the target defocus map")
+    wide, uw, disp = capture.arrays["wide"], capture.arrays["ultrawide"], capture.arrays["disparity"]
+    al = align_uw_to_w(wide, uw, f_wide_px=capture.record.get("wide_focal_px"),
+                       f_uw_px=capture.record.get("ultrawide_focal_px"), preset=preset,
+                       disparity=disp if align_depth else None)
+    h, w = wide.shape[:2]
+    mask = focus_mask_from((h, w), focus, focus_mask) if (focus or focus_mask) else None
+    dr = float(np.ptp(disp)) or 1.0
+    scale = aperture * DEFOCUS_NORM_PX / dr  # aperture 1: the scene's disparity range spans the map's full scale
+    target, trec = defocus_map(disp, scale, point=None if mask is not None else (w // 2, h // 2),
+                               mask=mask.astype(bool) if mask is not None else None)
+    own, orec = wide_defocus_from_bundle(disp, capture.meta or {}, capture.record.get("wide_focal_px"),
+                                         (capture.record.get("disparity") or {}).get("units"))
+    rec.update({"size": [h, w], "alignment": al.report.__dict__ if hasattr(al.report, "__dict__") else str(al.report),
+                "target_defocus": trec, "wide_defocus": orec, "aperture": aperture})
+    return {"wide": wide, "ultrawide": al.warped, "defocus_wide": own, "defocus_target": target,
+            "radial": radial_map(h, w).astype(np.float32)}
 
 
 def _pad_to(inputs: dict, th: int, tw: int) -> tuple[dict, tuple[int, int]]:
@@ -124,25 +133,28 @@ def _pad_to(inputs: dict, th: int, tw: int) -> tuple[dict, tuple[int, int]]:
 
 
 def run(runner: ModelRunner, model: str, inputs: dict, overlap: int = 32) -> dict:
-    """Run a (possibly fixed-size) runner over inputs of any size; returns NCHW outputs."""
+    """Run a (possibly fixed-size) runner over inputs of any size; returns NCHW outputs. A
+    sequence model's state starts at zero (and, tiled, streams per tile)."""
     spec = get(model)
     h, w = next(iter(inputs.values())).shape[-2:]
-    radial = RadialInput("x", 6) if model == "rdpd" else (RadialInput("radial", 0) if model == "dc2" else None)
+    radial = RadialInput(*spec.radial_input) if spec.radial_input else None
     if runner.size is None:  # PyTorch: pad to a multiple of 16, run whole
         m = spec.size_multiple
         th, tw = -(-h // m) * m, -(-w // m) * m
         padded, _ = _pad_to(inputs, th, tw)
-        if model == "rdpd":
-            variant = runner.manifest.get("variant") or "mobile"
-            padded.update({k: np.zeros(s, np.float32) for k, s in spec.input_shapes(variant, th, tw).items() if k != "x"})
+        variant = runner.manifest.get("variant") or "mobile"
+        padded.update({k: v.numpy() for k, v in spec.zero_state(variant, th, tw).items()})
         outs = runner(padded)
         return {k: v[..., : int(round(h * v.shape[-2] / th)), : int(round(w * v.shape[-1] / tw))] for k, v in outs.items()}
     th, tw = runner.size
     padded, (h0, w0) = _pad_to(inputs, th, tw)
-    if model == "rdpd":
-        states = {k: tuple(s) for k, s in runner.shapes.items() if k != "x"}
-        y = StreamingTiledRunner(runner, (th, tw), states, overlap=min(overlap, th // 2))(padded["x"])
-        outs = {"y": y}
+    if spec.is_sequence:
+        (frame_input,) = [n for n in spec.input_names if n not in spec.state_map]
+        states = {k: tuple(s) for k, s in runner.shapes.items() if k in spec.state_map}
+        streaming = StreamingTiledRunner(runner, (th, tw), states, overlap=min(overlap, th // 2), x_name=frame_input,
+                                         radial_channel=spec.radial_input[1] if spec.radial_input else 0,
+                                         state_io=tuple(spec.state_map.items()))
+        outs = {spec.main_output: streaming(padded[frame_input])}
     else:
         outs = TiledRunner(runner, (th, tw), overlap=min(overlap, th // 2, tw // 2), radial=radial)(padded)
     H, W = padded[next(iter(padded))].shape[-2:]
@@ -157,35 +169,23 @@ def _to_png16(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 
 def write_outputs(out: Path, model: str, inputs: dict, outputs: dict, record: dict, force: bool = False) -> Path:
-    """16-bit PNG per output + comparison.png + run.json, atomically."""
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not force:
-        raise RunError(f"{out} exists and is not empty; choose another --out or pass --force")
+    """16-bit PNG per output + comparison.png (the spec's "before" image next to the main
+    output) + run.json, published atomically: the previous folder survives a failed run."""
     spec = get(model)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    with atomic_dir(out, replace=force, what="outputs", error=RunError) as tmp:
         for name, arr in outputs.items():
             lo, hi = spec.output(name).value_range
             if not (np.isfinite(lo) and np.isfinite(hi)):
                 lo, hi = float(arr.min()), float(arr.max())
-            cv2.imwrite(str(tmp / f"{name}.png"), _to_png16(arr, lo, hi))
+            _write_png(tmp / f"{name}.png", _to_png16(arr, lo, hi))
         main = outputs[spec.main_output][0].transpose(1, 2, 0)
-        if model == "rdpd":
-            before = 0.5 * (inputs["x"][0, :3] + inputs["x"][0, 3:6]).transpose(1, 2, 0)
-        elif model == "uid":
-            before = 0.5 * (inputs["left"][0] + inputs["right"][0]).transpose(1, 2, 0)
-        else:
-            before = inputs["wide"][0].transpose(1, 2, 0)
+        before = spec.before_image({k: v[0] for k, v in inputs.items()}).transpose(1, 2, 0)
         side = np.concatenate([before, np.ones((before.shape[0], 8, 3), np.float32), main[..., :3]], axis=1)
-        cv2.imwrite(str(tmp / "comparison.png"), np.round(np.clip(side, 0, 1)[..., ::-1] * 65535).astype(np.uint16))
-        (tmp / "run.json").write_text(json.dumps(record, indent=1, default=str))
-        for f in tmp.iterdir():
-            os.chmod(f, 0o644)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+        _write_png(tmp / "comparison.png", np.round(np.clip(side, 0, 1)[..., ::-1] * 65535).astype(np.uint16))
+        write_json(tmp / "run.json", record, default=str, allow_nan=True)
+    return Path(out)
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    if not cv2.imwrite(str(path), image):
+        raise RunError(f"{path}: could not write the PNG")

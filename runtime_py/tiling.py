@@ -18,12 +18,13 @@ from typing import Callable
 import numpy as np
 
 from models.radial import radial_map
+from core.errors import UserError
 
 Arrays = dict[str, np.ndarray]
 RunFn = Callable[[Arrays], Arrays]
 
 
-class TilingError(ValueError):
+class TilingError(UserError):
     """Inputs that cannot be tiled (wrong rank, sizes that disagree, tile larger than image...)."""
 
 

@@ -6,9 +6,6 @@ the end, so an interrupted or failed run leaves no half-written data set.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +20,15 @@ from synth.render import BankPSF
 from synth.dp_sample import make_dp_sample
 from synth.dual_camera import make_dual_camera_sample
 from synth.scenes import load_texture_folder, random_scene
+from core.atomic import atomic_dir
+from core.errors import UserError
 
 FORMATS = ("dpdd", "pixel", "npz")
 SCENE_KINDS = ("dead_leaves", "slanted_plane", "mixed")
 RECORD_NAME = "synth_record.json"
 
 
-class SynthError(ValueError):
+class SynthError(UserError):
     """A synth request that cannot be carried out (bad option, unwritable folder...)."""
 
 
@@ -53,17 +52,6 @@ class SynthConfig:
     device: str = "auto"
     force: bool = False
     extra: dict = field(default_factory=dict)
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"256x384"`` -> (256, 384) as (height, width)."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise SynthError(f"size must look like HxW (e.g. 256x256), got {text!r}") from None
-    if h < 16 or w < 16:
-        raise SynthError(f"size {h}x{w} is too small (at least 16x16)")
-    return h, w
 
 
 def _is_pair(name: str) -> bool:
@@ -94,25 +82,6 @@ def _validate(cfg: SynthConfig) -> None:
         raise SynthError(f"{out} exists and is not empty; choose another --out or pass --force to replace it")
 
 
-def _make_tempdir(out: Path) -> Path:
-    parent = out.resolve().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=parent))
-    except OSError as exc:
-        raise SynthError(f"cannot write to {parent}: {exc.strerror or exc}") from None
-
-
-def _commit(tmp: Path, out: Path) -> None:
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = None,
              keep: list | None = None, keep_n: int = 4) -> dict:
     """Generate ``cfg.scenes`` samples; returns the JSON record (also written as synth_record.json).
@@ -125,7 +94,6 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
     camera = pair["wide"] if pair else get_camera(cfg.camera)
     h, w = cfg.size
     near, far = camera.depth_range_m
-    tmp = _make_tempdir(out)
     record = {
         "tool": "defocus-toolchain synth", "created_unix": int(time.time()),
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in cfg.__dict__.items()},
@@ -136,7 +104,7 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
     shard: list = []
     shard_index = 0
     t0 = time.perf_counter()
-    try:
+    with atomic_dir(out, replace=cfg.force, what="data set", error=SynthError) as tmp:
         for i in range(cfg.scenes):
             rng = np.random.default_rng([cfg.seed, i])
             scene_seed = int(rng.integers(2**31))
@@ -180,10 +148,6 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
         record["seconds"] = round(time.perf_counter() - t0, 3)
         record["samples_per_second"] = round(cfg.scenes / max(record["seconds"], 1e-9), 3)
         (tmp / RECORD_NAME).write_text(json.dumps(record, indent=1, default=_json_default))
-        _commit(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return record
 
 

@@ -5,8 +5,6 @@ W/UW rows: wide, ultra-wide, all-in-focus, refocus target, GT flow magnitude, oc
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -15,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from core.atomic import atomic_file  # noqa: E402
 from synth.writers import linear_to_srgb  # noqa: E402
 
 
@@ -30,17 +29,12 @@ def show_image(ax, img: np.ndarray, title: str, linear: bool = True) -> None:
 
 def save_figure(fig, path: Path) -> Path:
     """Write ``fig`` as a PNG atomically (temp file, then rename) and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def dp_contact_sheet(samples: list, path: Path, title: str = "") -> Path:

@@ -32,13 +32,14 @@ from scipy import ndimage
 
 from calibration.dp_psf import PSFParams, centroid_x, dual_pixel_psf, dp_disparity_px
 from calibration.psf_bank import PSFBank
+from core.errors import UserError
 
 PSFProvider = Callable[[float], tuple[np.ndarray, np.ndarray]]
 EPS = 1e-6
 COC_STEP = 0.25  # px: CoC quantisation of the data engine (finer is invisible, coarser shows bands)
 
 
-class RenderError(ValueError):
+class RenderError(UserError):
     """Inputs the renderer cannot use (shape mismatch, NaN CoC...)."""
 
 

@@ -23,6 +23,7 @@ from typing import Sequence
 
 import cv2
 import numpy as np
+from core.errors import UserError
 
 __all__ = [
     "Scene",
@@ -53,7 +54,7 @@ _TEX_PINK, _TEX_GRATING, _TEX_CHECKER, _TEX_GRADIENT, _TEX_IMAGE = range(5)
 _PROCEDURAL_PROBS = np.array([0.3, 0.3, 0.15, 0.25])
 
 
-class SceneError(ValueError):
+class SceneError(UserError):
     """Invalid scene input; the message names the source (file path or generator)."""
 
 

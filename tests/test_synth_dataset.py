@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 import cli
 from calibration.cameras import get_camera, get_pair
+from core.sizes import SizeError, parse_size
 from synth import dataset
 from synth.dataset import SynthConfig, SynthError, generate
 from synth.dual_camera import make_dual_camera_sample
@@ -78,8 +79,8 @@ def test_bad_requests_are_refused_clearly(tmp_path):
     with pytest.raises(SynthError, match="--force"):
         generate(_cfg(tmp_path, out=existing))
     assert (existing / "keep.txt").read_text() == "mine"
-    with pytest.raises(SynthError, match="HxW"):
-        dataset.parse_size("256by256")
+    with pytest.raises(SizeError, match="HxW"):
+        parse_size("256by256")
 
 
 def test_failure_leaves_nothing_half_written(tmp_path, monkeypatch):

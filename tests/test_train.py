@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from models.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
 from models.registry import get
 from core import metrics
-from train import losses
+from models import losses
 from train.loop import CONFIG_DIR, build_pool, draw_batch, load_config, refresh_slot, slot_generation, train
 
 

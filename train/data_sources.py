@@ -2,14 +2,15 @@
 
 A source is ``synthetic`` (``synth.samples`` samplers) or a path:
 - a DPDD folder (``<split>_c/source``, ``_l/source``, ``_r/source``, ``<split>_c/target``, 16-bit
-  PNG, read by ``runtime_py.captures.DPDDDataset``): RDPD only (no focus masks, refocus targets or
-  second camera). Each image gives ``crops_per_image`` textured crops (seed 004's rejection of
+  PNG, read by ``runtime_py.captures.DPDDDataset``): dual-pixel models without refocusing only
+  (DPDD has no focus masks, refocus targets or second camera). Each image gives ``crops_per_image`` textured crops (seed 004's rejection of
   low-texture patches) with the radial map cut from the full frame at the crop's position.
   Values are used as stored (sRGB-encoded), as the public DPDD-trained models do; the synthetic
   engine's samples are linear, so mixing both trains on both encodings.
 - a folder of npz shards written by ``cli.py synth --format npz`` (``<split>/shard_*.npz``, or the
-  shards directly): DP shards for RDPD (one-frame clips) and UiD (needs ``--refocus`` shards),
-  W/UW shards (``--camera phone_w_uw``) for DC2.
+  shards directly): DP shards for dual-pixel models (one-frame clips for a sequence model;
+  ``--refocus`` shards for a model that refocuses), W/UW shards (``--camera phone_w_uw``) for
+  dual-camera models.
 
 ``train.loop`` alternates sources by step (step ``s`` draws from source ``s mod n``), as seed 004
 alternates mini-batches of real single images and synthetic clips.
@@ -22,13 +23,15 @@ from types import SimpleNamespace
 import numpy as np
 
 from models.radial import radial_map
-from synth.samples import Example, dc2_example, pick_textured_crop, rdpd_frame, uid_example
+from models.registry import get, names
+from synth.samples import Example, dp_fields, dual_camera_fields, example_from_frames, pick_textured_crop
 from synth.writers import DP_FIELDS, DUAL_FIELDS
+from core.errors import UserError
 
 SYNTHETIC = "synthetic"
 
 
-class DataSourceError(ValueError):
+class DataSourceError(UserError):
     """A training data source that cannot be used (missing, wrong layout, wrong model)."""
 
 
@@ -75,14 +78,24 @@ def _crop_window(target: np.ndarray, size: int, rng: np.random.Generator, where:
     return pick_textured_crop(target, (size, size), rng)
 
 
+def _dpdd_ok(spec) -> bool:
+    return spec.data.capture == "dual_pixel" and not spec.data.refocus
+
+
+def _shard_hint(spec) -> str:
+    return " --refocus" if spec.data.refocus else (" --camera phone_w_uw" if spec.data.capture == "dual_camera" else "")
+
+
 def _from_dpdd(root: Path, model: str, size: int, limit: int, rng, crops_per_image: int,
                split: str) -> list[Example]:
     from runtime_py.captures import CaptureError, DPDDDataset
     from runtime_py.captures.dpdd import find_splits
 
-    if model != "rdpd":
-        raise DataSourceError(f"{root}: DPDD folders train RDPD only ({model} needs npz shards from "
-                              f"`cli.py synth --format npz`{' --refocus' if model == 'uid' else ' --camera phone_w_uw'})")
+    spec = get(model)
+    if not _dpdd_ok(spec):
+        able = ", ".join(n.upper() for n in names() if _dpdd_ok(get(n)))
+        raise DataSourceError(f"{root}: DPDD folders train {able} only ({model} needs npz shards from "
+                              f"`cli.py synth --format npz`{_shard_hint(spec)})")
     try:
         ds = DPDDDataset(root, split) if split in find_splits(root) else DPDDDataset(root)
     except CaptureError as exc:
@@ -96,13 +109,17 @@ def _from_dpdd(root: Path, model: str, size: int, limit: int, rng, crops_per_ima
         for _ in range(crops_per_image):
             y, x = _crop_window(target, size, rng, f"{root}/{ds.names(i)['target']}")
             sl = (slice(y, y + size), slice(x, x + size))
-            out.append(rdpd_frame(left[sl], right[sl], target[sl], combined[sl], radial_map(size, size, h, w, y, x)))
+            fields = {"left": left[sl], "right": right[sl], "sharp": target[sl], "combined": combined[sl],
+                      "radial": radial_map(size, size, h, w, y, x)}
+            out.append(example_from_frames(spec, [fields]))
             if len(out) >= limit:
                 return out
     return out
 
 
 def _from_npz(root: Path, model: str, size: int, limit: int, rng) -> list[Example]:
+    spec = get(model)
+    wants_dual = spec.data.capture == "dual_camera"
     out: list[Example] = []
     for shard in _shards(root):
         try:
@@ -111,41 +128,43 @@ def _from_npz(root: Path, model: str, size: int, limit: int, rng) -> list[Exampl
         except (OSError, ValueError) as exc:
             raise DataSourceError(f"{shard}: cannot read npz shard ({exc})") from None
         dual = "wide" in arrays
-        needed = DUAL_FIELDS if dual else DP_FIELDS + (("focus_mask", "refocused") if model == "uid" else ())
+        needed = DUAL_FIELDS if dual else DP_FIELDS + (("focus_mask", "refocused") if spec.data.refocus else ())
         missing = [f for f in needed if f not in arrays]
-        if (model == "dc2") != dual:
+        if wants_dual != dual:
             raise DataSourceError(f"{shard}: {'W/UW' if dual else 'dual-pixel'} shard; {model} trains on "
-                                  f"{'W/UW shards (--camera phone_w_uw)' if model == 'dc2' else 'dual-pixel shards'}")
+                                  f"{'W/UW shards (--camera phone_w_uw)' if wants_dual else 'dual-pixel shards'}")
         if missing:
-            hint = " (write them with `cli.py synth --refocus --format npz`)" if model == "uid" else ""
+            hint = " (write them with `cli.py synth --refocus --format npz`)" if spec.data.refocus else ""
             raise DataSourceError(f"{shard}: missing fields {missing}{hint}")
         n = len(next(iter(arrays.values())))
         for i in range(n):
             s = SimpleNamespace(**{k: np.asarray(v[i], np.float32) if v.dtype != bool else v[i] for k, v in arrays.items()})
-            out.append(_npz_example(s, model, size, rng, f"{shard}[{i}]"))
+            out.append(_npz_example(s, spec, size, rng, f"{shard}[{i}]"))
             if len(out) >= limit:
                 return out
     return out
 
 
-def _npz_example(s, model: str, size: int, rng, where: str) -> Example:
+def _npz_example(s, spec, size: int, rng, where: str) -> Example:
     """Crop one shard sample to ``size`` (textured crop) and build the model's example."""
     h, w = s.sharp.shape[:2]
     y, x = _crop_window(s.sharp, size, rng, where)
     radial = radial_map(size, size, h, w, y, x)
-    if model == "dc2":
-        ex = dc2_example(s, rng, radial=np.zeros((h, w), np.float32))  # warp UW on the full frame, then crop
-        return _crop_example(ex, y, x, size, radial)
+    if spec.data.capture == "dual_camera":  # warp UW on the full frame, then crop
+        frames, meta = dual_camera_fields(s, rng, radial=np.zeros((h, w), np.float32))
+        ex = example_from_frames(spec, frames, meta)
+        return _crop_example(ex, y, x, size, radial, spec.radial_input)
     sl = (slice(y, y + size), slice(x, x + size))
     cut = SimpleNamespace(**{k: (v[sl] if getattr(v, "ndim", 0) >= 2 and v.shape[:2] == (h, w) else v)
                              for k, v in vars(s).items()})
-    if model == "rdpd":
-        return rdpd_frame(cut.left, cut.right, cut.sharp, cut.combined, radial)
-    return uid_example(cut)
+    return example_from_frames(spec, [{**dp_fields(cut), "radial": radial}])
 
 
-def _crop_example(ex: Example, y: int, x: int, size: int, radial: np.ndarray) -> Example:
+def _crop_example(ex: Example, y: int, x: int, size: int, radial: np.ndarray, radial_input) -> Example:
+    """Crop an example to ``size``; its radial map is cut from the full frame at the crop."""
     cut = lambda d: {k: np.ascontiguousarray(v[..., y:y + size, x:x + size]) for k, v in d.items()}  # noqa: E731
     inputs = cut(ex.inputs)
-    inputs["radial"] = radial[None].astype(np.float32)
+    if radial_input is not None:
+        name, channel = radial_input
+        inputs[name][..., channel, :, :] = radial.astype(np.float32)
     return Example(inputs, cut(ex.targets), ex.meta)

@@ -24,21 +24,19 @@ import numpy as np  # noqa: E402
 
 from calibration.dp_psf import PSFParams, combined_psf  # noqa: E402
 from core import metrics  # noqa: E402
-from synth.samples import SAMPLERS, Example  # noqa: E402
+from models.registry import get  # noqa: E402
+from synth.samples import Example, render_example  # noqa: E402
 
 TEST_SEED = 20261122  # the fixed synthetic test split: examples i = 0..count-1 use seed (TEST_SEED, 3, i)
 
 
 def test_split(model: str, count: int = 16, size: int = 128, seed: int = TEST_SEED) -> list[Example]:
-    """The fixed synthetic test split of ``model`` (deterministic: same arguments, same data)."""
-    out = []
-    for i in range(count):
-        rng = np.random.default_rng([seed, 3, i])
-        kwargs = {"frames": 4} if model == "rdpd" else {}
-        if model == "dc2":
-            kwargs["all_in_focus_prob"] = 1.0 if i % 2 == 0 else 0.0  # half deblurring, half refocusing
-        out.append(SAMPLERS[model](rng, (size, size), **kwargs))
-    return out
+    """The fixed synthetic test split of ``model`` (deterministic: same arguments, same data).
+    Example i takes the spec's test option i mod n (e.g. DC2: half all-in-focus, half refocus)."""
+    spec = get(model)
+    options = spec.data.test_options or ({},)
+    return [render_example(spec, np.random.default_rng([seed, 3, i]), (size, size), **options[i % len(options)])
+            for i in range(count)]
 
 
 def wiener_deblur(blurred: np.ndarray, coc: np.ndarray, params: dict, nsr: float = 0.03) -> np.ndarray:
@@ -82,74 +80,67 @@ def _mean(rows: list[dict]) -> dict:
 
 @torch.no_grad()
 def forward_example(model_name: str, model: torch.nn.Module, ex: Example) -> dict[str, np.ndarray]:
-    """The model's outputs on one example, by registry output name, batch dimension dropped
-    (RDPD: ``y`` of every frame, run as a sequence from a zero state)."""
-    from models.registry import get
-
-    t = {k: torch.from_numpy(v) for k, v in ex.inputs.items()}
-    if model_name == "rdpd":
-        return {"y": model.run_sequence(t["x"][None])[0].numpy()}
+    """The model's outputs on one example, by output name, batch dimension dropped (a sequence
+    model: every frame of the clip, run from a zero state)."""
     spec = get(model_name)
-    out = model(*[t[n][None] for n in spec.input_names])
-    return {name: o[0].numpy() for name, o in zip(spec.output_names, out)}
+    out = spec.forward(model, {k: torch.from_numpy(v)[None] for k, v in ex.inputs.items()})
+    return {name: o[0].numpy() for name, o in out.items()}
+
+
+def _frames(spec, ex: Example, out: dict | None):
+    """(index, inputs, targets, outputs) per frame: a clip's frames, or the example itself."""
+    if not spec.is_sequence:
+        yield 0, ex.inputs, ex.targets, out
+        return
+    for i in range(next(iter(ex.inputs.values())).shape[0]):
+        pick = lambda d: {k: v[i] for k, v in d.items()}  # noqa: E731
+        yield i, pick(ex.inputs), pick(ex.targets), (pick(out) if out is not None else None)
+
+
+def _before(task, inputs: dict, targets: dict) -> np.ndarray:
+    return targets[task.before] if task.before in targets else inputs[task.before]
 
 
 def sheet_rows(model_name: str, model: torch.nn.Module, examples: list[Example], limit: int = 6) -> list[dict]:
-    """Rows for :func:`train.plots.evaluation_sheet`: input, model output and target per example
-    and task (RDPD: the clip's last frame; UiD: deblurring and refocusing; DC2: W as the input)."""
+    """Rows for :func:`train.plots.evaluation_sheet`: the do-nothing input, model output and
+    target per example and task (a clip: its last frame)."""
+    spec = get(model_name)
     rows = []
     for i, ex in enumerate(examples[:limit]):
         out = forward_example(model_name, model, ex)
-        if model_name == "rdpd":
-            rows.append({"label": f"#{i} last frame", "input": ex.targets["combined"][-1], "model": out["y"][-1],
-                         "target": ex.targets["y"][-1]})
-        elif model_name == "uid":
-            rows.append({"label": f"#{i} deblur", "input": ex.targets["combined"], "model": out["all_in_focus"],
-                         "target": ex.targets["all_in_focus"]})
-            rows.append({"label": f"#{i} refocus", "input": ex.targets["combined"], "model": out["refocused"],
-                         "target": ex.targets["refocused"]})
-        else:
-            task = "all-in-focus" if ex.meta.get("all_in_focus") else "refocus"
-            rows.append({"label": f"#{i} {task}", "input": ex.inputs["wide"], "model": out["image"],
-                         "target": ex.targets["image"]})
+        *_, (f, inputs, targets, outs) = _frames(spec, ex, out)
+        for task in spec.eval_tasks:
+            if task.applies(ex.meta):
+                label = f"#{i} last frame" if spec.is_sequence else f"#{i} {task.name}"
+                rows.append({"label": label, "input": _before(task, inputs, targets), "model": outs[task.output],
+                             "target": targets[task.target]})
     return rows
 
 
 @torch.no_grad()
 def evaluate(model_name: str, model: torch.nn.Module | None, examples: list[Example],
              wiener: bool = True) -> dict[str, dict]:
-    """Scores per task and method: {"deblur": {"input": {...}, "wiener (true PSF)": {...},
-    "model": {...}}, ...}. ``model`` None scores only the baselines."""
+    """Scores per task and method, e.g. {"deblur": {"input (combined view)": {...},
+    "wiener (true PSF)": {...}, "model": {...}}, ...}, from the spec's ``eval_tasks``.
+    ``model`` None scores only the baselines."""
+    spec = get(model_name)
     rows: dict[str, dict[str, list]] = {}
-    add = lambda task, method, s: rows.setdefault(task, {}).setdefault(method, []).append(s)
+    add = lambda task, method, s: rows.setdefault(task, {}).setdefault(method, []).append(s)  # noqa: E731
     for ex in examples:
         out = forward_example(model_name, model, ex) if model is not None else None
-        if model_name == "rdpd":
-            frames, targets = ex.inputs["x"], ex.targets["y"]
-            pred = out["y"] if out is not None else None
-            for i in range(frames.shape[0]):
-                add("deblur", "input (combined view)", _scores(ex.targets["combined"][i], targets[i]))
-                if wiener and "coc" in ex.targets and "psf_params" in ex.meta:  # synthetic: the true PSF is known
-                    w = wiener_deblur(ex.targets["combined"][i], ex.targets["coc"][i, 0], ex.meta["psf_params"])
-                    add("deblur", "wiener (true PSF)", _scores(w, targets[i]))
-                if pred is not None:
-                    add("deblur", "model", _scores(pred[i], targets[i]))
-        elif model_name == "uid":
-            if wiener and "psf_params" in ex.meta:
-                w = wiener_deblur(ex.targets["combined"], ex.targets["coc"][0], ex.meta["psf_params"])
-                add("deblur", "wiener (true PSF)", _scores(w, ex.targets["all_in_focus"]))
-            add("deblur", "input (combined view)", _scores(ex.targets["combined"], ex.targets["all_in_focus"]))
-            add("refocus", "input (combined view)", _scores(ex.targets["combined"], ex.targets["refocused"]))
-            if out is not None:
-                add("deblur", "model", _scores(out["all_in_focus"], ex.targets["all_in_focus"]))
-                add("refocus", "model", _scores(out["refocused"], ex.targets["refocused"]))
-        else:  # dc2
-            task = "all-in-focus" if ex.meta.get("all_in_focus") else "refocus"
-            add(task, "input (W)", _scores(ex.inputs["wide"], ex.targets["image"]))
-            if wiener:  # the classical-baseline slot: what picking inputs alone can reach
-                add(task, "input (aligned UW)", _scores(ex.inputs["ultrawide"], ex.targets["image"]))
-                add(task, "oracle per-pixel W/UW", _scores(oracle_pick(ex.inputs["wide"], ex.inputs["ultrawide"],
-                                                                        ex.targets["image"]), ex.targets["image"]))
-            if out is not None:
-                add(task, "model", _scores(out["image"], ex.targets["image"]))
+        for _, inputs, targets, outs in _frames(spec, ex, out):
+            for task in spec.eval_tasks:
+                if not task.applies(ex.meta):
+                    continue
+                target, before = targets[task.target], _before(task, inputs, targets)
+                add(task.name, task.before_label, _scores(before, target))
+                if wiener and task.wiener and "coc" in targets and "psf_params" in ex.meta:  # synthetic: true PSF known
+                    add(task.name, "wiener (true PSF)",
+                        _scores(wiener_deblur(before, targets["coc"][0], ex.meta["psf_params"]), target))
+                if wiener and task.alternative:  # the classical-baseline slot: what picking inputs alone reaches
+                    alt = inputs[task.alternative]
+                    add(task.name, task.alternative_label, _scores(alt, target))
+                    add(task.name, task.oracle_label, _scores(oracle_pick(before, alt, target), target))
+                if outs is not None:
+                    add(task.name, "model", _scores(outs[task.output], target))
     return {task: {m: _mean(v) for m, v in methods.items()} for task, methods in rows.items()}

@@ -26,17 +26,21 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file, save_file
 
-from models.checkpoint import CheckpointError, _atomic_write, load_into, read_checkpoint, save_checkpoint
+from core.atomic import atomic_file, write_json, write_text
+from core.errors import UserError
+from models.checkpoint import CheckpointError, load_into, read_checkpoint, save_checkpoint
 from models.registry import get
-from train import losses
+from synth.samples import Example, render_example
 from train.data_sources import SYNTHETIC
-from synth.samples import SAMPLERS, Example
 
 CONFIG_DIR = Path(__file__).with_name("configs")
+
+
+class TrainError(UserError):
+    """A training request that cannot run (bad config, no data, a run already there, a loss gone non-finite)."""
 
 
 @dataclass
@@ -83,12 +87,12 @@ def load_config(model: str, variant: str, overrides: dict | None = None, resume:
         try:
             cfg.update(json.loads(saved.read_text()).get("config") or {})
         except (ValueError, AttributeError) as exc:
-            raise ValueError(f"{saved}: checkpoint sidecar unreadable ({exc})") from None
+            raise TrainError(f"{saved}: checkpoint sidecar unreadable ({exc})") from None
     elif path.is_file():
         try:
             cfg.update(yaml.safe_load(path.read_text()) or {})
         except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not a readable YAML config ({str(exc).splitlines()[0]})") from None
+            raise TrainError(f"{path}: not a readable YAML config ({str(exc).splitlines()[0]})") from None
     cfg.update(model=model, variant=variant)  # a file never redirects the run to another model's folder
     known = {f.name for f in fields(TrainConfig)}
     for k, v in (overrides or {}).items():
@@ -96,12 +100,12 @@ def load_config(model: str, variant: str, overrides: dict | None = None, resume:
             cfg[k] = v
     unknown = set(cfg) - known
     if unknown:
-        raise ValueError(f"{path}: unknown config keys {sorted(unknown)}")
+        raise TrainError(f"{path}: unknown config keys {sorted(unknown)}")
     out = TrainConfig(**cfg)
     if out.patch % 16 or out.patch > out.pool_image:
-        raise ValueError(f"patch {out.patch} must be a multiple of 16 and at most pool_image {out.pool_image}")
+        raise TrainError(f"patch {out.patch} must be a multiple of 16 and at most pool_image {out.pool_image}")
     if out.refresh_every < 0:
-        raise ValueError(f"refresh_every must be 0 (fixed pool) or a number of steps, got {out.refresh_every}")
+        raise TrainError(f"refresh_every must be 0 (fixed pool) or a number of steps, got {out.refresh_every}")
     return out
 
 
@@ -122,11 +126,13 @@ def render_device(cfg: TrainConfig) -> str:
 
 
 def synthetic_example(cfg: TrainConfig, index: int, generation: int = 0) -> Example:
-    """Pool slot ``index`` after ``generation`` refreshes (0: the initial pool, seed (seed, 1, index))."""
+    """Pool slot ``index`` after ``generation`` refreshes (0: the initial pool, seed (seed, 1, index)).
+    A sequence model's examples are clips of ``cfg.frames`` frames."""
+    spec = get(cfg.model)
     key = [cfg.seed, 1, index] + ([generation] if generation else [])
-    kwargs = {"frames": cfg.frames} if cfg.model == "rdpd" else {}
-    return SAMPLERS[cfg.model](np.random.default_rng(key), (cfg.pool_image, cfg.pool_image),
-                               device=render_device(cfg), **kwargs)
+    kwargs = {"frames": cfg.frames} if spec.is_sequence else {}
+    return render_example(spec, np.random.default_rng(key), (cfg.pool_image, cfg.pool_image),
+                          device=render_device(cfg), **kwargs)
 
 
 def refreshes_before(step: int, cfg: TrainConfig) -> int:
@@ -177,7 +183,7 @@ def build_pools(cfg: TrainConfig, log: Callable[[str], None] = print, start_step
             pools.append(load_source(source, cfg.model, cfg.pool_image, limit=cfg.pool_size, seed=cfg.seed,
                                      crops_per_image=cfg.crops_per_image))
             if not pools[-1]:
-                raise ValueError(f"{source}: no training examples found")
+                raise TrainError(f"{source}: no training examples found")
         fresh = f", one replaced every {cfg.refresh_every} steps" if source == SYNTHETIC and cfg.refresh_every > 0 else ""
         log(f"data: {source}: {len(pools[-1])} examples of {cfg.pool_image}x{cfg.pool_image}{fresh}")
     return pools
@@ -208,29 +214,9 @@ def draw_batch(pool: list[Example], cfg: TrainConfig, step: int, rank: int = 0) 
 
 
 def compute_loss(model_name: str, model: torch.nn.Module, ins: dict, tgs: dict) -> dict:
+    """The spec's loss on the spec's forward (a sequence model runs its clip frame by frame)."""
     spec = get(model_name)
-    if model_name == "rdpd":
-        core = model.module if hasattr(model, "module") else model
-        pred = core.run_sequence(ins["x"]) if not hasattr(model, "module") else _ddp_sequence(model, ins["x"])
-        return losses.rdpd_loss(pred, tgs["y"])
-    out = model(*[ins[n] for n in spec.input_names])
-    named = dict(zip(spec.output_names, out))
-    if model_name == "dc2":
-        return losses.dc2_loss(named, tgs["image"])
-    return losses.uid_loss(named, tgs)
-
-
-def _ddp_sequence(model, frames: torch.Tensor) -> torch.Tensor:
-    """run_sequence through the DDP wrapper's forward so gradients synchronise."""
-    core = model.module
-    b, t = frames.shape[:2]
-    h, c = core.init_state(b, frames.shape[-2], frames.shape[-1])
-    h, c = h.to(frames), c.to(frames)
-    outs = []
-    for i in range(t):
-        y, h, c = model(frames[:, i], h, c)
-        outs.append(y)
-    return torch.stack(outs, 1)
+    return spec.loss(spec.forward(model, ins), tgs)
 
 
 # ---------------------------------------------------------------------------------------- state
@@ -256,8 +242,9 @@ def save_training_state(run_dir: Path, model, optimizer, scheduler, step: int, c
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    _atomic_write(run_dir / "state.safetensors", lambda tmp: save_file(tensors, tmp))
-    _atomic_write(run_dir / "state.json", lambda tmp: Path(tmp).write_text(json.dumps(structure, indent=1)))
+    with atomic_file(run_dir / "state.safetensors") as tmp:
+        save_file(tensors, str(tmp))
+    write_json(run_dir / "state.json", structure, allow_nan=True)
     return ckpt
 
 
@@ -308,7 +295,7 @@ def trim_log(csv_path: Path, step: int) -> None:
     lines = csv_path.read_text().splitlines(keepends=True)
     keep = lines[:1] + [ln for ln in lines[1:] if ln.split(",", 1)[0].isdigit() and int(ln.split(",", 1)[0]) <= step]
     if len(keep) != len(lines):
-        _atomic_write(csv_path, lambda tmp: Path(tmp).write_text("".join(keep)))
+        write_text(csv_path, "".join(keep))
 
 
 def draw_loss_curve(run_dir: Path, cfg: TrainConfig, log: Callable[[str], None]) -> None:
@@ -369,7 +356,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress=None, log: Callable[[
                 dist.destroy_process_group()
             return {"steps": start, "final_loss": None, "run_dir": str(run_dir), "seconds": 0.0, "samples_per_s": 0.0}
     elif (run_dir / "last.safetensors").exists():
-        raise ValueError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+        raise TrainError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
     else:
         warm_start(model, cfg, log)
     if world > 1:
@@ -409,7 +396,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress=None, log: Callable[[
             seen += cfg.batch_size * world
             last = {k: float(v.detach()) for k, v in terms.items()}
             if not math.isfinite(last["loss"]):
-                raise FloatingPointError(f"loss became {last['loss']} at step {step}; lower --lr")
+                raise TrainError(f"loss became {last['loss']} at step {step}; lower --lr")
             done = step + 1
             if rank == 0 and (done % cfg.log_every == 0 or done == end):
                 sps = seen / max(time.perf_counter() - t0, 1e-9)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import UserError
 from synth.preview import plt, save_figure, show_image
 
 
@@ -22,13 +23,13 @@ def read_metrics(path: Path) -> dict[str, np.ndarray]:
         with open(path, newline="") as fh:
             rows = list(csv.DictReader(fh))
     except OSError as exc:
-        raise ValueError(f"{path}: cannot read the training log ({exc.strerror})") from None
+        raise UserError(f"{path}: cannot read the training log ({exc.strerror})") from None
     if not rows:
-        raise ValueError(f"{path}: the training log has no rows yet")
+        raise UserError(f"{path}: the training log has no rows yet")
     try:
         return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
     except (TypeError, ValueError):
-        raise ValueError(f"{path}: not a training log (expected numeric columns step, loss, lr, samples_per_s)") from None
+        raise UserError(f"{path}: not a training log (expected numeric columns step, loss, lr, samples_per_s)") from None
 
 
 def loss_curve(metrics_csv: Path, path: Path, title: str = "", window: int = 20) -> Path:
@@ -68,7 +69,7 @@ def evaluation_sheet(rows: list[dict], path: Path, title: str = "", linear: bool
     ``target`` in [0, 1]; one figure row each, PSNR in the titles. ``linear``: the values are
     linear (the synthetic engine's) and get sRGB-encoded for display; False for sRGB data (DPDD)."""
     if not rows:
-        raise ValueError("no examples to draw")
+        raise UserError("no examples to draw")
     from core.metrics import psnr
 
     hwc = lambda a: np.moveaxis(np.asarray(a, np.float32), 0, -1)  # noqa: E731

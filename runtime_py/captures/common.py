@@ -7,9 +7,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from core.errors import UserError
 
 
-class CaptureError(ValueError):
+class CaptureError(UserError):
     """A capture that cannot be read: names the file and the problem."""
 
 
