@@ -1,17 +1,24 @@
 """Command line of the defocus toolchain: ``python cli.py --help``.
 
-Thin by design: each command parses its options, calls into the packages, and prints with
-rich. Errors that a user can fix are raised as ``UserError`` (or a subclass of ``ValueError``
-from the packages) and printed as one clear line, with exit code 2.
+Thin by design: each command parses its options, calls one function of the packages, and prints
+with rich. Errors a user can fix (``core.errors.UserError``) print as one line, exit code 2.
+Anything else is a bug: its traceback is saved to a log file the message names, exit code 70.
+Third-party chatter (coremltools' version notices, torchao's library probes, absl...) goes to a
+log file beside the output, ``<out>.log``, not over the results; ``--verbose`` shows it too.
 """
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
+import functools
 import os
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 from typing import Optional
 
+import click
 import typer
 from rich.console import Console
 
@@ -23,46 +30,90 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
+_SETTINGS = {"verbose": False}
+BUG_EXIT = 70  # EX_SOFTWARE: an internal error
 
 
 @app.callback()
-def _root() -> None:
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Also show third-party warnings on the "
+                                       "console (they always go to the log file beside the output).")) -> None:
     """Defocus-control toolchain: synthesise DP data, train RDPD/DC2/UiD, export to phones."""
+    _SETTINGS["verbose"] = verbose
 
 
 def fail(message: str, code: int = 2) -> None:
     """Print one clear error line and exit (no traceback for user errors)."""
-    err_console.print(f"[bold red]error:[/] {message}")
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
-# --- commands ----------------------------------------------------------------------------
+@contextlib.contextmanager
+def _third_party_output(log: Path):
+    """Send everything written to the process's stderr (file descriptor 2: Python warnings,
+    logging, C++ libraries) to ``log`` while the command runs; our own error lines still reach
+    the terminal. With --verbose, stderr is left alone."""
+    if _SETTINGS["verbose"]:
+        yield
+        return
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    before = log.stat().st_size if log.exists() else 0
+    with open(log, "a") as fh:
+        fh.write(f"\n== {_dt.datetime.now().isoformat(timespec='seconds')} {' '.join(sys.argv)}\n")
+        fh.flush()
+        header_end = fh.tell()
+        os.dup2(fh.fileno(), 2)
+        err_console.file = os.fdopen(os.dup(terminal), "w")
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            err_console.file.close()
+            err_console.file = None  # back to sys.stderr
+            os.dup2(terminal, 2)
+            os.close(terminal)
+            if fh.tell() == header_end and log.stat().st_size == header_end:  # nothing was said: no log
+                fh.truncate(before)
+                if before == 0:
+                    log.unlink()
 
 
-@app.command("models")
-def models_cmd(
-    height: int = typer.Option(512, help="Input height for the MAC count (multiple of 16)."),
-    width: int = typer.Option(512, help="Input width for the MAC count (multiple of 16)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Only this model (rdpd, dc2, uid)."),
-) -> None:
-    """Table of the registered models: variant, parameters, GMAC, inputs, outputs."""
-    from rich.table import Table
+def command(name: str | None = None, log_beside: str | None = None):
+    """Register a CLI command. While it runs, third-party output goes to ``<option>.log`` beside
+    the output named by the option ``log_beside`` (else to a temporary log kept only for a bug
+    report). ``UserError`` -> one line, exit 2; any other exception -> traceback saved, exit 70."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def run(*args, **kwargs):
+            from core.errors import UserError
 
-    from models.complexity import model_table
-    from models.registry import get
-
-    try:
-        rows = model_table(height, width, names=[get(name).name] if name else None)
-    except (KeyError, ValueError) as exc:
-        fail(str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc))
-    table = Table(title=f"models (GMAC at {height}x{width}; convs and matmuls, MAC = FLOP/2)")
-    for col in ("model", "variant", "params", "paper", "GMAC", "inputs", "outputs"):
-        table.add_column(col, justify="right" if col in ("params", "paper", "GMAC") else "left")
-    for r in rows:
-        paper = f"{r['paper_params'] / 1e6:.2f} M" if r["paper_params"] else ""
-        table.add_row(r["model"], r["variant"], f"{r['params'] / 1e6:.3f} M", paper, f"{r['gmac']:.2f}",
-                      r["inputs"], r["outputs"])
-    console.print(table)
+            out = kwargs.get(log_beside) if log_beside else None
+            if out is not None:
+                log, keep = Path(out).with_name(Path(out).name + ".log"), True
+                log.parent.mkdir(parents=True, exist_ok=True)
+            else:
+                fd, name_ = tempfile.mkstemp(prefix=f"defocus-{fn.__name__}-", suffix=".log")
+                os.close(fd)
+                log, keep = Path(name_), False
+            try:
+                with _third_party_output(log):
+                    return fn(*args, **kwargs)
+            except UserError as exc:
+                fail(str(exc))
+            except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # a bug: say so, keep the traceback
+                keep = True
+                with open(log, "a") as fh:
+                    fh.write(traceback.format_exc())
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                fail(f"internal error ({type(exc).__name__}: {first}). This is a bug in the toolchain, not in your "
+                     f"input; the traceback is in {log}", code=BUG_EXIT)
+            finally:
+                if not keep:
+                    log.unlink(missing_ok=True)
+        return app.command(name)(run)
+    return wrap
 
 
 def _progress(description: str):
@@ -70,12 +121,50 @@ def _progress(description: str):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
     bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+                   TimeElapsedColumn(), TimeRemainingColumn(), console=console, redirect_stderr=False)
     task = bar.add_task(description, total=None)
     return bar, lambda done, total: bar.update(task, completed=done, total=total)
 
 
-@app.command()
+def _target_help() -> str:
+    from export.targets import help_text  # the registry (cheap: no converter is imported)
+
+    return help_text() + " or all."
+
+
+def _table(title: str, columns, rows, right=()):
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="right" if col in right else "left", overflow="fold")
+    for r in rows:
+        table.add_row(*[str(v) for v in r])
+    return table
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+@command("models")
+def models_cmd(
+    height: int = typer.Option(512, help="Input height for the MAC count (multiple of 16)."),
+    width: int = typer.Option(512, help="Input width for the MAC count (multiple of 16)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Only this model (rdpd, dc2, uid)."),
+) -> None:
+    """Table of the registered models: variant, parameters, GMAC, inputs, outputs."""
+    from models.complexity import model_table
+    from models.registry import get
+
+    rows = model_table(height, width, names=[get(name).name] if name else None)
+    console.print(_table(f"models (GMAC at {height}x{width}; convs and matmuls, MAC = FLOP/2)",
+                         ("model", "variant", "params", "paper", "GMAC", "inputs", "outputs"),
+                         [(r["model"], r["variant"], f"{r['params'] / 1e6:.3f} M",
+                           f"{r['paper_params'] / 1e6:.2f} M" if r["paper_params"] else "", f"{r['gmac']:.2f}",
+                           r["inputs"], r["outputs"]) for r in rows], right=("params", "paper", "GMAC")))
+
+
+@command(log_beside="out")
 def synth(
     camera: str = typer.Option("rdpd_set3", help="Camera profile (rdpd_set1..5, canon_5d4, pixel4_dp, phone_wide, "
                                "phone_ultrawide), a pair (phone_w_uw: W/UW samples), or FILE.json:NAME."),
@@ -98,28 +187,24 @@ def synth(
     force: bool = typer.Option(False, help="Replace --out if it exists."),
 ) -> None:
     """Synthesise a defocus data set (DP views or W/UW pairs) with a JSON record of every parameter."""
+    from core.sizes import parse_size
     from synth import dataset
 
-    try:
-        cfg = dataset.SynthConfig(camera=camera, scenes=scenes, size=dataset.parse_size(size), out=out,
-                                  format=format, split=split, seed=seed, scene_kind=scene_kind, textures=textures,
-                                  psf_bank=psf_bank, max_layers=max_layers, noise_scale=noise_scale, distortion=distortion,
-                                  refocus=refocus, device=device, force=force)
-        bar, update = _progress(f"synth {camera} {size}")
-        kept: list = []
-        with bar:
-            record = dataset.generate(cfg, progress=update, keep=kept if preview else None)
-    except ValueError as exc:  # SynthError, SceneError, CameraError, RenderError...
-        fail(str(exc))
+    cfg = dataset.SynthConfig(camera=camera, scenes=scenes, size=parse_size(size), out=out, format=format,
+                              split=split, seed=seed, scene_kind=scene_kind, textures=textures, psf_bank=psf_bank,
+                              max_layers=max_layers, noise_scale=noise_scale, distortion=distortion,
+                              refocus=refocus, device=device, force=force)
+    bar, update = _progress(f"synth {camera} {size}")
+    kept: list = []
+    with bar:
+        record = dataset.generate(cfg, progress=update, keep=kept if preview else None)
     console.print(f"[green]wrote[/] {scenes} samples to {out} ({record['samples_per_second']:.2f} samples/s); "
                   f"record: {out / dataset.RECORD_NAME}")
     if preview:
-        sheet = dataset.write_preview(out, kept, f"{camera}: {scene_kind} scenes, seed {seed}")
-        console.print(f"contact sheet: {sheet}")
+        console.print(f"contact sheet: {dataset.write_preview(out, kept, f'{camera}: {scene_kind} scenes, seed {seed}')}")
 
 
-
-@app.command()
+@command(log_beside="out")
 def train(
     model: str = typer.Option(..., help="rdpd, dc2 or uid."),
     variant: str = typer.Option("mobile", help="paper, mobile or tiny."),
@@ -154,37 +239,31 @@ def train(
     Multi-GPU: torchrun --nproc_per_node=N cli.py train ..."""
     from train import loop
 
-    try:
-        cfg = loop.load_config(model, variant, {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
-                                                "out": str(out), "device": device, "threads": threads,
-                                                "init": str(init) if init else None, "pool_size": pool_size, "data": data or None,
-                                                "lr_halving_steps": lr_halving_steps, "patch": patch,
-                                                "pool_image": pool_image, "refresh_every": refresh_every},
-                               resume=resume)
-        bar, update = _progress(f"train {model}-{variant}")
-        task_update = lambda done, total, loss, sps: (update(done, total),
-                                                      bar.update(bar.task_ids[0], description=f"train {model}-{variant} loss {loss:.4f} {sps:.1f} samples/s"))
-        pool_task = bar.add_task("render synthetic pool", total=None) if "synthetic" in cfg.data else None
-        pool_update = (lambda done, total: bar.update(pool_task, completed=done, total=total)) if pool_task is not None else None
-        main_rank = os.environ.get("RANK", "0") == "0"  # torchrun: only rank 0 reports
-        with bar if main_rank else contextlib.nullcontext():
-            summary = loop.train(cfg, resume=resume, progress=task_update if main_rank else None, log=console.print,
-                                 pool_progress=pool_update if main_rank else None)
-        if not main_rank:
-            return
-        if summary["final_loss"] is not None:  # None: a finished run was resumed, nothing trained
-            console.print(f"[green]done[/] {summary['steps']} steps, final loss {summary['final_loss']:.5f}, "
-                          f"{summary['samples_per_s']:.1f} samples/s; run: {summary['run_dir']}")
-        if publish:
-            from train.evaluate import publish_checkpoint
-
-            path = publish_checkpoint(cfg.run_dir, publish)
-            console.print(f"starter checkpoint: {path}")
-    except ValueError as exc:
-        fail(str(exc))
+    cfg = loop.load_config(model, variant, {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
+                                            "out": str(out), "device": device, "threads": threads,
+                                            "init": str(init) if init else None, "pool_size": pool_size,
+                                            "data": data or None, "lr_halving_steps": lr_halving_steps,
+                                            "patch": patch, "pool_image": pool_image, "refresh_every": refresh_every},
+                           resume=resume)
+    main_rank = os.environ.get("RANK", "0") == "0"  # torchrun: only rank 0 reports
+    bar, update = _progress(f"train {model}-{variant}")
+    on_step = lambda done, total, loss, sps: (update(done, total), bar.update(  # noqa: E731
+        bar.task_ids[0], description=f"train {model}-{variant} loss {loss:.4f} {sps:.1f} samples/s"))
+    pool_task = bar.add_task("render synthetic pool", total=None) if "synthetic" in cfg.data else None
+    on_pool = (lambda done, total: bar.update(pool_task, completed=done, total=total)) if pool_task is not None else None
+    with bar if main_rank else contextlib.nullcontext():
+        summary = loop.train(cfg, resume=resume, progress=on_step if main_rank else None, log=console.print,
+                             pool_progress=on_pool if main_rank else None, publish=publish)
+    if not main_rank:
+        return
+    if summary["final_loss"] is not None:  # None: a finished run was resumed, nothing trained
+        console.print(f"[green]done[/] {summary['steps']} steps, final loss {summary['final_loss']:.5f}, "
+                      f"{summary['samples_per_s']:.1f} samples/s; run: {summary['run_dir']}")
+    if summary.get("published"):
+        console.print(f"starter checkpoint: {summary['published']}")
 
 
-@app.command()
+@command()
 def evaluate(
     model: str = typer.Option(..., help="rdpd, dc2 or uid."),
     checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint (.safetensors with its .json); "
@@ -201,49 +280,17 @@ def evaluate(
 ) -> None:
     """PSNR / SSIM / MAE of a checkpoint next to doing nothing (the blurred input) and a classical
     baseline (Wiener deconvolution with the true PSF), on the fixed synthetic test split."""
-    import json as _json
+    from train.evaluate import evaluate_command
 
-    from rich.table import Table
-
-    from models.checkpoint import load_model
-    from train.evaluate import evaluate as run_eval, test_split
-
-    from train.data_sources import load_source, source_kind
-
-    if save_images and checkpoint is None:
-        fail("--save-images needs --checkpoint: there is no model output to draw")
-    try:
-        net = load_model(checkpoint, expected_model=model)[0] if checkpoint else None
-        examples = (test_split(model, count, size) if data == "synthetic:test" else
-                    load_source(data, model, size, limit=count, split="test", crops_per_image=1))
-        scores = run_eval(model, net, examples, wiener=wiener)
-    except ValueError as exc:
-        fail(str(exc))
-    table = Table(title=f"{model} on {data} ({len(examples)} x {size}x{size})")
-    for col in ("task", "method", "PSNR dB", "SSIM", "MAE", "vs input dB"):
-        table.add_column(col)
-    for task, methods in scores.items():
-        base = next(v["psnr"] for k, v in methods.items() if k.startswith("input"))
-        for method, v in methods.items():
-            table.add_row(task, method, f"{v['psnr']:.2f}", f"{v['ssim']:.3f}", f"{v['mae']:.4f}", f"{v['psnr'] - base:+.2f}")
-    console.print(table)
-    if json_out:
-        json_out.write_text(_json.dumps({"model": model, "checkpoint": str(checkpoint) if checkpoint else None,
-                                         "count": count, "size": size, "scores": scores}, indent=1))
-    if save_images:
-        from train.evaluate import sheet_rows
-        from train.plots import evaluation_sheet
-
-        try:
-            srgb = data != "synthetic:test" and source_kind(data) == "dpdd"  # DPDD is used as stored (sRGB)
-            sheet = evaluation_sheet(sheet_rows(model, net, examples), save_images / f"{model}-evaluation.png",
-                                     f"{model}: {checkpoint.name} on {data}", linear=not srgb)
-        except (ValueError, OSError) as exc:
-            fail(f"{save_images}: cannot write the evaluation images ({exc})")
-        console.print(f"images: {sheet}")
+    res = evaluate_command(model, checkpoint, data, count, size, wiener, json_out, save_images)
+    console.print(_table(res["title"], ("task", "method", "PSNR dB", "SSIM", "MAE", "vs input dB"),
+                         [(r["task"], r["method"], f"{r['psnr']:.2f}", f"{r['ssim']:.3f}", f"{r['mae']:.4f}",
+                           f"{r['vs_input_db']:+.2f}") for r in res["rows"]]))
+    if res["sheet"]:
+        console.print(f"images: {res['sheet']}")
 
 
-@app.command("run")
+@command("run", log_beside="out")
 def run_cmd(
     model: str = typer.Option(..., help="rdpd, dc2 or uid."),
     capture: Path = typer.Option(..., help="A capture: Pixel DP PGM/PNG pair, Garg or DPDD folder, UW+W bundle."),
@@ -259,129 +306,56 @@ def run_cmd(
     force: bool = typer.Option(False, help="Replace --out if it exists."),
 ) -> None:
     """Run a capture through an exported artifact or a checkpoint; write outputs and a comparison."""
-    from runtime_py import run_capture
-    from runtime_py.captures import open_capture
-    from runtime_py.runners import TorchRunner, load
+    from runtime_py.run_capture import run_on_capture
 
-    if (artifact is None) == (checkpoint is None):
-        fail("give exactly one of --artifact DIR or --checkpoint PATH")
-    try:
-        point = tuple(int(v) for v in focus.split(",")) if focus else None
-        if point is not None and len(point) != 2:
-            raise ValueError(f"--focus must be x,y, got {focus!r}")
-    except ValueError:
-        fail(f"--focus must be two integers x,y, got {focus!r}")
-    try:
-        runner = load(artifact, threads=threads) if artifact else TorchRunner.from_checkpoint(checkpoint, model)
-        if artifact and runner.manifest.get("model") != model:
-            raise ValueError(f"{artifact}: artifact is of model {runner.manifest.get('model')!r}, not {model!r}")
-        cap = open_capture(capture)
-        inputs, record = run_capture.model_inputs(model, cap, focus=point, focus_mask=focus_mask, aperture=aperture,
-                                                  align_depth=align_depth)
-        with console.status(f"running {model} on {runner.runtime}"):
-            outputs = run_capture.run(runner, model, inputs)
-        record.update({"model": model, "runtime": runner.runtime, "source": runner.source})
-        path = run_capture.write_outputs(out, model, inputs, outputs, record, force=force)
-    except ValueError as exc:
-        fail(str(exc))
-    console.print(f"[green]wrote[/] {', '.join(sorted(outputs))} + comparison.png to {path} ({runner.runtime})")
+    res = run_on_capture(model, capture, out, artifact=artifact, checkpoint=checkpoint, focus=focus,
+                         focus_mask=focus_mask, aperture=aperture, align_depth=align_depth, threads=threads,
+                         force=force, status=console.status)
+    console.print(f"[green]wrote[/] {', '.join(res['outputs'])} + comparison.png to {res['path']} ({res['runtime']})")
 
 
-@app.command()
+@command(log_beside="out")
 def demo(
     out: Path = typer.Option(Path("demo_out"), help="Folder for the demo's data sets and pictures."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
 ) -> None:
     """End to end on bundled defaults: synthesise RDPD (Canon-like DP), Pixel DP and W/UW data sets
-    (with contact sheets), export the starter UiD and RDPD checkpoints to ONNX with a parity check,
-    and run them on the synthetic Pixel capture (outputs + comparison images)."""
-    from rich.table import Table
+    (with contact sheets), export the starter DP-model checkpoints (RDPD, UiD) to ONNX with a
+    parity check, and run them on the synthetic Pixel capture (outputs + comparison images)."""
+    from runtime_py.demo import run_demo
 
-    from synth import dataset
-
-    runs = [
-        ("rdpd_set3", "dpdd", 6, (256, 256), False),
-        ("pixel4_dp", "pixel", 3, (192, 256), False),
-        ("phone_w_uw", "npz", 3, (192, 256), False),
-    ]
-    table = Table(title="demo: synthetic defocus data")
-    for col in ("camera", "format", "samples", "size", "samples/s"):
-        table.add_column(col)
-    table.add_column("contact sheet", overflow="fold")
-    try:
-        for camera, fmt, n, size, refocus in runs:
-            target = out / f"synth_{camera}_{fmt}"
-            cfg = dataset.SynthConfig(camera=camera, scenes=n, size=size, out=target, format=fmt,
-                                      refocus=refocus, device=device, force=True)
-            bar, update = _progress(f"synth {camera}")
-            kept: list = []
-            with bar:
-                record = dataset.generate(cfg, progress=update, keep=kept)
-            sheet = dataset.write_preview(target, kept, f"{camera} ({fmt})")
-            table.add_row(camera, fmt, str(n), f"{size[0]}x{size[1]}", f"{record['samples_per_second']:.2f}", str(sheet))
-        # the rest of the chain: a starter checkpoint -> an exported artifact (ONNX, verified on
-        # onnxruntime) -> a Pixel capture written by the engine -> outputs and a comparison image
-        from export.common import ExportRequest
-        from export.pipeline import export_one
-        from runtime_py import run_capture
-        from runtime_py.captures import open_capture
-        from runtime_py.runners import load
-
-        capture = out / "synth_pixel4_dp_pixel"
-        chain = Table(title="demo: checkpoint -> export -> run on a Pixel DP capture")
-        for col in ("model", "artifact", "runtime", "parity", "outputs"):
-            chain.add_column(col, overflow="fold")
-        for model in ("uid", "rdpd"):
-            req = ExportRequest(model=model, target="onnx", precision="fp32", height=128, width=128,
-                                variant="mobile", out=out / "artifacts", force=True, parity_count=1)
-            with console.status(f"exporting {model}-mobile to ONNX and checking parity"):
-                row = export_one(req)
-            art = out / "artifacts" / f"{model}-mobile" / "onnx-fp32-128x128"
-            runner = load(art, threads=2)
-            inputs, record = run_capture.model_inputs(model, open_capture(capture))
-            outputs = run_capture.run(runner, model, inputs)
-            dest = run_capture.write_outputs(out / f"run_{model}", model, inputs, outputs, record, force=True)
-            chain.add_row(f"{model}-mobile", str(art), runner.runtime, f"{row.get('verdict')}",
-                          str(dest / "comparison.png"))
-    except ValueError as exc:
-        fail(str(exc))
-    console.print(table)
-    console.print(chain)
+    res = run_demo(out, device, progress=_progress, status=console.status)
+    console.print(_table("demo: synthetic defocus data", ("camera", "format", "samples", "size", "samples/s",
+                                                         "contact sheet"),
+                         [(r["camera"], r["format"], r["samples"], r["size"], f"{r['samples_per_s']:.2f}", r["sheet"])
+                          for r in res["data"]]))
+    console.print(_table("demo: checkpoint -> export -> run on a Pixel DP capture",
+                         ("model", "artifact", "runtime", "parity", "outputs"),
+                         [(r["model"], r["artifact"], r["runtime"], r["parity"], r["outputs"]) for r in res["chain"]]))
 
 
-@app.command()
+@command()
 def inspect(
     capture: Path = typer.Argument(..., help="A capture file or folder: Pixel *_left.pgm / NNN_left.png, Garg "
                                    "result_pd_left_<view>.png, a DPDD root, an iPhone .heic, or a UW+W bundle folder."),
     preview: Optional[Path] = typer.Option(None, "--preview", help="Write a preview PNG of what was read."),
 ) -> None:
     """Say what a capture holds: sizes, bit depth, black level, disparity range, metadata."""
-    from rich.table import Table
-
     from runtime_py.captures import open_capture
     from runtime_py.captures.preview import capture_preview
 
-    try:
-        cap = open_capture(capture)
-        if preview:
-            capture_preview(cap, preview)
-    except ValueError as exc:  # CaptureError and other ValueError subclasses
-        fail(str(exc))
-    table = Table(title=f"{capture} ({cap.kind})", show_header=True)
-    table.add_column("field")
-    table.add_column("value", overflow="fold")
-    for key, value in cap.summary():
-        table.add_row(key, value)
-    console.print(table)
+    cap = open_capture(capture)
+    if preview:
+        capture_preview(cap, preview)
+    console.print(_table(f"{capture} ({cap.kind})", ("field", "value"), cap.summary()))
     if preview:
         console.print(f"preview: {preview}")
 
 
-@app.command("export")
+@command("export", log_beside="out")
 def export_cmd(
-    model: str = typer.Option(..., "--model", "-m", help="rdpd, dc2, uid or all."),
-    target: str = typer.Option(..., "--target", "-t", help="coreml, tflite (= litert), executorch, "
-                               "executorch-coreml, onnx or all."),
+    model: str = typer.Option("all", "--model", "-m", help="rdpd, dc2, uid or all."),
+    target: str = typer.Option(..., "--target", "-t", help=_target_help()),
     precision: str = typer.Option("fp32", "--precision", "-p", help="fp32, fp16, int8-weights, int8 (static, "
                                   "calibrated), int8-dynamic (tflite), palette4/6/8 (coreml)."),
     size: str = typer.Option("256x256", help="Input size HxW (multiples of 16); one static shape per export."),
@@ -398,28 +372,21 @@ def export_cmd(
                                                  "of entries) instead of the built-in rule (int8: convolutions only)."),
 ) -> None:
     """Convert, quantise and verify models for phones; prints a verdict table, exits 1 if a verdict fails."""
-    from export.common import parse_size
-    from export.pipeline import export_many, failed, plan, report_text
+    from export.pipeline import run
+    from export.report import failed, report_text
 
-    try:
-        h, w = parse_size(size)
-        extra = {}
-        if litert_recipe is not None:
-            from export.common import normalise_target
-            from export.litert_target import load_recipe
-
-            if target.lower() != "all" and normalise_target(target.lower()) != "tflite":
-                raise ValueError(f"--litert-recipe applies to --target tflite (or all), not {target}")
-            extra["litert_recipe"] = {"path": str(litert_recipe), "entries": load_recipe(litert_recipe)}
-        reqs, refused = plan([model.lower()], [target.lower()], precision, height=h, width=w, variant=variant,
-                             checkpoint=checkpoint, calibration=calibration, calibration_count=calibration_count,
-                             outputs=outputs, out=out, force=force, min_psnr=min_psnr, extra=extra)
-        bar, update = _progress(f"export {model} -> {target} {precision} {size}")
-        with bar:
-            rows = export_many(reqs, progress=update, log=lambda s: bar.console.print(f"[dim]{s}[/]"))
-    except ValueError as exc:
-        fail(str(exc))
-    print(report_text(rows + refused))
+    bar, update = _progress(f"export {model} -> {target} {precision} {size}")
+    try:  # the bar starts once every request passed its checks (a refusal prints one line)
+        rows = run(model, target, precision, size, litert_recipe=litert_recipe, variant=variant,
+                   checkpoint=checkpoint, calibration=calibration, calibration_count=calibration_count,
+                   outputs=outputs, out=out, force=force, min_psnr=min_psnr, started=lambda n: bar.start(),
+                   progress=update, log=lambda s: bar.console.print(f"[dim]{s}[/]", soft_wrap=True))
+    finally:
+        if bar.live.is_started:
+            bar.stop()
+    print(report_text(rows))
+    console.print(f"artifacts in {out}/ (<model>-<variant>/<target>-<precision>-<HxW>/); "
+                  f"third-party messages in {Path(out).with_name(Path(out).name + '.log')}", soft_wrap=True)
     if failed(rows):
         raise typer.Exit(1)
 

@@ -34,10 +34,9 @@ def median_ms(fn, runs: int, warmup: int = 2) -> float:
 
 
 def main() -> None:
-    from export import pipeline
-    from export.common import (ConversionError, ExportRequest, capability, normalise_target, not_runnable_reason,
-                               parse_size)
-    from export.verify import load_runner
+    from core.sizes import parse_size
+    from export import pipeline, targets
+    from export.request import ConversionError, ExportRequest, capability
     from models import registry
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -65,7 +64,8 @@ def main() -> None:
         rows.append({"model": m, "runtime": "pytorch-eager", "precision": "fp32", "ms": round(eager, 2),
                      "bytes": sum(p.numel() * 4 for p in model.parameters()), "psnr": None})
         for t in a.targets.split(","):
-            t = normalise_target(t)
+            target = targets.get(t)
+            t = target.name
             for p in a.precisions.split(","):
                 if capability(t, p) is not None:
                     continue
@@ -79,11 +79,11 @@ def main() -> None:
                                  "verdict": "error", "error": str(exc), "eager_ms": round(eager, 2)})
                     continue
                 ms = None
-                if not_runnable_reason(t) is None:
+                if target.not_runnable_reason is None:
                     d = req.artifact_dir()
                     man = json.loads((d / "manifest.json").read_text())
-                    run = load_runner(t, d / man["model_file"], spec.input_names, [o["name"] for o in man["outputs"]],
-                                      threads=a.threads)
+                    run = target.open_runtime(d / man["model_file"], spec.input_names,
+                                              [o["name"] for o in man["outputs"]], a.threads)
                     ms = round(median_ms(lambda: run(feed), a.runs), 2)
                 rows.append({"model": m, "runtime": t, "precision": p, "ms": ms, "bytes": r["bytes"],
                              "psnr": r["psnr_realistic"], "psnr_random": r["psnr_random"],

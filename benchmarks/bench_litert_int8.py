@@ -1,5 +1,5 @@
 """LiteRT static int8: which ops to quantise. Compares ai-edge-quantizer's default (every op int8,
-graph I/O and depthwise convs kept float) with the rule `export.litert_target` ships (the
+graph I/O and depthwise convs kept float) with the rule `export.targets.litert` ships (the
 convolution family only), on one float .tflite and one calibration, so only the recipe differs.
 
     python benchmarks/bench_litert_int8.py [--model uid] [--size 256x256] [--samples 4] [--runs 8]
@@ -39,12 +39,11 @@ def main() -> None:
     import ai_edge_quantizer as aeq
     import litert_torch
 
+    from core.sizes import parse_size
     from export import calibration_data as cd
-    from export.common import parse_size
-    from export.litert_target import QUANTISED_OPS, _recipe
-    from export.pipeline import _select, _torch_run, default_checkpoint
-    from export.quantize import SelectOutputs
-    from export.verify import compare, load_runner, merge_worst
+    from export.parity import compare, merge_worst, torch_run
+    from export.pipeline import SelectOutputs, default_checkpoint, select_outputs
+    from export.targets import litert
     from models import registry
     from models.checkpoint import load_model
 
@@ -62,7 +61,7 @@ def main() -> None:
     spec = registry.get(a.model)
     ckpt = default_checkpoint(spec.name, a.variant)
     model = load_model(ckpt, expected_model=spec.name)[0] if ckpt else spec.build(a.variant)
-    idx, out_specs = _select(spec, "all")
+    idx, out_specs = select_outputs(spec, "all")
     model = SelectOutputs(model.eval(), idx).eval()
     names, onames = spec.input_names, [t.name for t in out_specs]
     example = spec.example_inputs(h, w, variant=a.variant, seed=0)
@@ -71,14 +70,14 @@ def main() -> None:
     with contextlib.redirect_stdout(io.StringIO()):
         litert_torch.convert(model, tuple(example[n] for n in names)).export(str(float_path))
     calib_set, _ = cd.calibration_set(spec, a.variant, h, w, "synthetic", a.calibration_count, 0)
-    real = cd.synthetic_inputs(spec.name, a.variant, h, w, a.samples, 1)
-    ref = [_torch_run(model, names, onames, s) for s in real]
+    real = cd.synthetic_inputs(spec, a.variant, h, w, a.samples, 1)
+    ref = [torch_run(model, names, onames, s) for s in real]
     feeds = [{f"args_{i}": np.ascontiguousarray(s[n], np.float32) for i, n in enumerate(names)} for s in calib_set]
     with contextlib.redirect_stdout(io.StringIO()):
         calib = aeq.Quantizer(str(float_path), every_op_recipe()).calibrate({"serving_default": feeds}, num_threads=1)
 
     def measure(path: Path) -> dict:
-        run = load_runner("tflite", path, names, onames, threads=a.threads)
+        run = litert.open_runtime(path, names, onames, a.threads)
         parity = merge_worst([compare(r, run(s), out_specs) for r, s in zip(ref, real)])
         times = []
         for _ in range(a.runs):
@@ -89,14 +88,14 @@ def main() -> None:
                 "median_ms": round(statistics.median(times), 1)}
 
     rows = {"fp32": measure(float_path)}
-    for label, rec in (("int8 every op", every_op_recipe()), ("int8 convolutions only", _recipe("int8"))):
+    for label, rec in (("int8 every op", every_op_recipe()), ("int8 convolutions only", litert._recipe("int8"))):
         path = work / f"{label.replace(' ', '_')}.tflite"
         with contextlib.redirect_stdout(io.StringIO()):
             aeq.Quantizer(str(float_path), rec).quantize(calib).export_model(str(path), overwrite=True)
         rows[label] = measure(path)
 
     print(f"LiteRT static int8 recipes, {spec.name}-{a.variant} {h}x{w}, {a.samples} realistic samples, "
-          f"median of {a.runs} ({a.threads} threads); convolution family = {'/'.join(QUANTISED_OPS)}")
+          f"median of {a.runs} ({a.threads} threads); convolution family = {'/'.join(litert.QUANTISED_OPS)}")
     print(f"{'recipe':24s} {'MB':>6s} {'ms':>8s}  " + "  ".join(f"{n:>14s}" for n in onames))
     for label, r in rows.items():
         print(f"{label:24s} {r['bytes'] / 1e6:6.2f} {r['median_ms']:8.1f}  "

@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from models.checkpoint import load_model  # noqa: E402
+from models.registry import get, names  # noqa: E402
 from train.evaluate import TEST_SEED, evaluate, test_split  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,7 +34,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     figures, rows, metas = {}, [], {}
-    for model in ("rdpd", "dc2", "uid"):
+    for model in names():
         ck = args.checkpoints / f"{model}-mobile.safetensors"
         if not ck.exists():
             print(f"skip {model}: {ck} not found")
@@ -80,7 +81,7 @@ def write_card(path: Path, rows, metas, args) -> None:
         if cfg.get("init"):
             steps += f" (warm start from {Path(cfg['init']).name})"
         lines.append(f"| {model} | {steps} | {cfg.get('batch_size')} x {cfg.get('patch')}px"
-                     f"{' x ' + str(cfg.get('frames')) + ' frames' if model == 'rdpd' else ''} | "
+                     f"{' x ' + str(cfg.get('frames')) + ' frames' if get(model).is_sequence else ''} | "
                      f"{_wall(args.runs / f'{model}-mobile')} | synthetic engine, pool of {td.get('pool_size')} "
                      f"x {td.get('pool_image')}px, seed {td.get('seed')} | {ck.stat().st_size / 1e6:.2f} MB |")
     lines += ["", f"Metrics on the fixed synthetic test split ({args.count} examples of {args.size}x{args.size}, "

@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from models.checkpoint import load_model  # noqa: E402
+from models.registry import get, names  # noqa: E402
 from train.evaluate import evaluate, forward_example, test_split  # noqa: E402
 from train.loop import load_config, synthetic_example  # noqa: E402
 
@@ -195,15 +196,15 @@ def main() -> None:
 
     print(f"\n## Training pool against test split (gain over the input, dB; {args.pool_count} examples each)\n")
     print("| model | task | pool examples | test split | pool - test |\n|---|---|---|---|---|")
-    for name in ("rdpd", "uid", "dc2"):
+    for name in names():
         cfg = load_config(name, "mobile", {"device": "cpu", "pool_image": args.size, "patch": 16 * (args.size // 16)})
         pool = [synthetic_example(cfg, i) for i in range(args.pool_count)]  # the mobile run's first pool slots
         model = load(name)
         gains = []
         for examples in (pool, test_split(name, args.pool_count, args.size)):
             scores = evaluate(name, model, examples, wiener=False)
-            baseline = "input (W)" if name == "dc2" else "input (combined view)"
-            gains.append({task: d["model"]["psnr"] - d[baseline]["psnr"] for task, d in scores.items()})
+            baseline = {t.name: t.before_label for t in get(name).eval_tasks}  # the do-nothing input of each task
+            gains.append({task: d["model"]["psnr"] - d[baseline[task]]["psnr"] for task, d in scores.items()})
         for task in gains[1]:
             gap = gains[0][task] - gains[1][task]
             print(f"| {name} | {task} | {gains[0][task]:+.2f} | {gains[1][task]:+.2f} | {gap:+.2f} |")
@@ -211,7 +212,7 @@ def main() -> None:
     print(f"\n## Data cost: rendering one {args.size}x{args.size} example on one thread (median of 4), pool memory\n")
     print("| model | render s | bytes per pixel |\n|---|---|---|")
     torch.set_num_threads(1)
-    for name in ("rdpd", "dc2", "uid"):
+    for name in names():
         cfg = load_config(name, "mobile", {"device": "cpu", "pool_image": args.size, "patch": 16 * (args.size // 16)})
         seconds = []
         for i in range(4):

@@ -1,5 +1,7 @@
 """Export: quantise and convert models to Core ML, LiteRT, ExecuTorch and ONNX.
 
-Will hold one module per target, quantisation, the artifact manifest and the parity check
-run after every export. Must not train.
+``targets/`` (one object per target, and the registry), ``request`` (what is asked, errors,
+capability checks), ``pipeline`` (plan and run), ``parity`` (verification on the real runtime),
+``artifact`` (manifest, parity.json, atomic publication), ``report`` (the verdict table),
+``quantize`` and ``calibration_data``. Must not train, and must not import ``runtime_py``.
 """

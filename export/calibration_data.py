@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import ExportError
+from .request import ExportError
 
 
 def _fit(spec, variant: str, h: int, w: int, item: dict) -> dict[str, np.ndarray]:

@@ -1,4 +1,5 @@
-"""PyTorch-side quantisation helpers: PT2E static int8 for XNNPACK, fp16 wrapping, output selection.
+"""PyTorch-side quantisation helpers: PT2E static int8 for XNNPACK and fp16 wrapping (used by the
+ExecuTorch target, ``export.targets.executorch``).
 
 PT2E (``prepare_pt2e`` -> calibrate on realistic samples -> ``convert_pt2e``) with the XNNPACK
 quantizer, symmetric per-channel weights, per-tensor activations. A node filter keeps in float
@@ -23,19 +24,6 @@ import copy
 
 import torch
 from torch import nn
-
-
-class SelectOutputs(nn.Module):
-    """Return only the outputs at ``indices`` (``--outputs main``)."""
-
-    def __init__(self, model: nn.Module, indices: list[int]):
-        super().__init__()
-        self.model = model
-        self.indices = list(indices)
-
-    def forward(self, *xs):
-        outs = self.model(*xs)
-        return tuple(outs[i] for i in self.indices)
 
 
 class Fp16(nn.Module):

@@ -189,3 +189,41 @@ def write_outputs(out: Path, model: str, inputs: dict, outputs: dict, record: di
 def _write_png(path: Path, image: np.ndarray) -> None:
     if not cv2.imwrite(str(path), image):
         raise RunError(f"{path}: could not write the PNG")
+
+
+def parse_point(text: str | None) -> tuple[int, int] | None:
+    """``"x,y"`` -> (x, y) in capture pixels; None stays None."""
+    if text is None:
+        return None
+    try:
+        x, y = (int(v) for v in str(text).split(","))
+    except ValueError:
+        raise RunError(f"--focus must be two integers x,y, got {text!r}") from None
+    return x, y
+
+
+def run_on_capture(model: str, capture: Path, out: Path, *, artifact: Path | None = None,
+                   checkpoint: Path | None = None, focus: str | None = None, focus_mask: Path | None = None,
+                   aperture: float = 1.0, align_depth: bool = True, threads: int = 2, force: bool = False,
+                   status=None) -> dict:
+    """What ``cli.py run`` does: a capture through an exported artifact (on its runtime) or a
+    checkpoint (PyTorch), outputs written to ``out``. ``status(text)`` is a context manager
+    shown while the model runs. Returns {"path", "outputs", "runtime"}."""
+    import contextlib
+
+    from runtime_py.captures import open_capture
+    from runtime_py.runners import TorchRunner, load
+
+    if (artifact is None) == (checkpoint is None):
+        raise RunError("give exactly one of --artifact DIR or --checkpoint PATH")
+    point = parse_point(focus)
+    runner = load(artifact, threads=threads) if artifact else TorchRunner.from_checkpoint(checkpoint, model)
+    if artifact and runner.manifest.get("model") != model:
+        raise RunError(f"{artifact}: artifact is of model {runner.manifest.get('model')!r}, not {model!r}")
+    inputs, record = model_inputs(model, open_capture(capture), focus=point, focus_mask=focus_mask,
+                                  aperture=aperture, align_depth=align_depth)
+    with (status or (lambda _: contextlib.nullcontext()))(f"running {model} on {runner.runtime}"):
+        outputs = run(runner, model, inputs)
+    record.update({"model": model, "runtime": runner.runtime, "source": runner.source})
+    return {"path": write_outputs(out, model, inputs, outputs, record, force=force), "outputs": sorted(outputs),
+            "runtime": runner.runtime}

@@ -1,110 +1,29 @@
 """One runner interface for every backend (ARCHITECTURE.md "Runner" contract).
 
 ``load(artifact_dir) -> Runner`` reads the artifact's ``manifest.json`` and opens the model on its
-real runtime: onnxruntime, the ExecuTorch runtime, the LiteRT interpreter, or Core ML (macOS
-only; elsewhere a clear error). ``TorchRunner.from_checkpoint(path)`` runs a PyTorch checkpoint
-behind the same interface. ``runner(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]``
-with the manifest's names; inputs are checked against the manifest (names, shapes, finite values).
+real runtime, the one its target object names (``export.targets``: onnxruntime, the ExecuTorch
+runtime, the LiteRT interpreter, or Core ML, macOS only; elsewhere a clear error).
+``TorchRunner.from_checkpoint(path)`` runs a PyTorch checkpoint behind the same interface.
+``runner(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]`` with the manifest's names;
+inputs are checked against the manifest (names, shapes, finite values).
 """
 from __future__ import annotations
 
 import json
-import platform
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-Backend = Callable[[dict], dict]
-IS_MACOS = platform.system() == "Darwin"
+from core.errors import UserError
+from export import targets
+
+Backend = Callable[[dict], dict]  # named inputs -> named outputs (a target's open_runtime returns one)
+TORCH_RUNTIME = "PyTorch eager"
 
 
-class RunnerError(ValueError):
+class RunnerError(UserError):
     """An artifact that cannot be opened, or inputs that do not match its manifest."""
-
-
-# --- backends: load a model file -> callable(named inputs) -> named outputs ---------------------
-
-def onnx_backend(path: Path, input_names: list[str], output_names: list[str], threads: int = 1) -> Backend:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    names = [o.name for o in sess.get_outputs()]
-
-    def run(inputs: dict) -> dict:
-        return dict(zip(names, sess.run(None, {k: np.ascontiguousarray(inputs[k], np.float32) for k in input_names})))
-    return run
-
-
-def executorch_backend(path: Path, input_names: list[str], output_names: list[str], threads: int = 1) -> Backend:
-    import torch
-    from executorch.runtime import Runtime
-
-    import executorch.kernels.quantized  # noqa: F401  (out variants of quantize/dequantize ops)
-
-    method = Runtime.get().load_program(str(path)).load_method("forward")
-
-    def run(inputs: dict) -> dict:
-        outs = method.execute([torch.from_numpy(np.array(inputs[k], np.float32, copy=True)) for k in input_names])
-        return {n: o.detach().numpy().astype(np.float32, copy=False) for n, o in zip(output_names, outs)}
-    return run
-
-
-def litert_backend(path: Path, input_names: list[str], output_names: list[str], threads: int = 1) -> Backend:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interp = Interpreter(model_path=str(path), num_threads=threads)
-    sig = interp.get_signature_runner()
-    sig_in = interp.get_signature_list()["serving_default"]["inputs"]  # args_0, args_1, ...
-    sig_out = interp.get_signature_list()["serving_default"]["outputs"]  # output_0, ...
-
-    def _key(s: str) -> int:
-        return int(s.rsplit("_", 1)[-1])
-
-    arg_names = sorted(sig_in, key=_key)
-    out_keys = sorted(sig_out, key=_key)
-
-    def run(inputs: dict) -> dict:
-        res = sig(**{a: np.ascontiguousarray(inputs[k], np.float32) for a, k in zip(arg_names, input_names)})
-        return {n: np.asarray(res[k], np.float32) for n, k in zip(output_names, out_keys)}
-    return run
-
-
-def coreml_backend(path: Path, input_names: list[str], output_names: list[str], threads: int = 1) -> Backend:
-    if not IS_MACOS:
-        raise RuntimeError("Core ML predictions need macOS")
-    import coremltools as ct
-
-    m = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.CPU_ONLY)
-
-    def run(inputs: dict) -> dict:
-        res = m.predict({k: np.ascontiguousarray(inputs[k], np.float32) for k in input_names})
-        return {n: np.asarray(res[n], np.float32) for n in output_names}
-    return run
-
-
-def executorch_coreml_backend(path: Path, input_names: list[str], output_names: list[str], threads: int = 1) -> Backend:
-    if not IS_MACOS:
-        raise RuntimeError("the ExecuTorch Core ML delegate runs on Apple platforms only")
-    return executorch_backend(path, input_names, output_names, threads)
-
-
-BACKENDS = {"onnx": onnx_backend, "executorch": executorch_backend, "tflite": litert_backend,
-            "coreml": coreml_backend, "executorch-coreml": executorch_coreml_backend}
-RUNTIME_NAMES = {"onnx": "onnxruntime (CPUExecutionProvider)", "executorch": "ExecuTorch runtime (XNNPACK)",
-                 "tflite": "LiteRT interpreter (ai_edge_litert, XNNPACK)", "coreml": "Core ML (macOS, CPU_ONLY)",
-                 "executorch-coreml": "ExecuTorch runtime (Core ML delegate)", "torch": "PyTorch eager"}
-Runner = Backend  # the plain callable form, used by export.verify
-
-
-def load_backend(target: str, model_file: Path, input_names: list[str], output_names: list[str],
-                 threads: int = 1) -> Backend:
-    if target not in BACKENDS:
-        raise RunnerError(f"unknown runtime target {target!r}; known: {', '.join(BACKENDS)}")
-    return BACKENDS[target](Path(model_file), list(input_names), list(output_names), threads)
 
 
 # --- the checked runner ---------------------------------------------------------------------------
@@ -164,12 +83,14 @@ def load(artifact_dir: str | Path, threads: int = 1) -> ModelRunner:
         raise RunnerError(f"{mpath}: model_file {manifest['model_file']!r} escapes the artifact folder")
     if not model_file.exists():
         raise RunnerError(f"{model_file}: the manifest's model file is missing")
+    if target not in targets.names():
+        raise RunnerError(f"unknown runtime target {target!r}; known: {', '.join(targets.names())}")
+    t = targets.get(target)
     try:
-        backend = load_backend(target, model_file, [n for n, _ in ins], outs, threads)
+        backend = t.open_runtime(model_file, [n for n, _ in ins], list(outs), threads)
     except RuntimeError as exc:  # e.g. Core ML off macOS
         raise RunnerError(f"{d}: cannot run {target} here: {exc}") from None
-    return ModelRunner(backend, [n for n, _ in ins], outs, dict(ins), RUNTIME_NAMES.get(target, target), str(d),
-                       manifest)
+    return ModelRunner(backend, [n for n, _ in ins], outs, dict(ins), t.runtime_name, str(d), manifest)
 
 
 class TorchRunner(ModelRunner):
@@ -195,5 +116,5 @@ class TorchRunner(ModelRunner):
                 outs = model(*[torch.from_numpy(inputs[n]) for n in spec.input_names])
             return {n: o.numpy() for n, o in zip(spec.output_names, outs)}
 
-        return cls(run, spec.input_names, spec.output_names, None, RUNTIME_NAMES["torch"], source,
+        return cls(run, spec.input_names, spec.output_names, None, TORCH_RUNTIME, source,
                    {"model": name, "variant": (meta or {}).get("variant")})

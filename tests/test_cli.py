@@ -1,6 +1,7 @@
 """The CLI commands end to end on tiny settings: synth, train (+ --resume, --publish), evaluate, export."""
 import json
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -95,3 +96,71 @@ def test_demo_runs_end_to_end(tmp_path):
         assert (tmp_path / f"run_{model}" / "comparison.png").is_file()
         parity = json.loads((tmp_path / "artifacts" / f"{model}-mobile" / "onnx-fp32-128x128" / "parity.json").read_text())
         assert parity["verdict"] == "pass"
+
+
+def test_a_bug_is_reported_as_a_bug_with_its_traceback_saved(monkeypatch):
+    """Any exception that is not a UserError (here a ValueError from inside a package) is a bug:
+    exit 70, the message says so and names the file holding the traceback."""
+    import re
+    from pathlib import Path
+
+    import models.complexity
+
+    def broken(*args, **kwargs):
+        raise ValueError("simulated bug")
+
+    monkeypatch.setattr(models.complexity, "model_table", broken)
+    r = runner.invoke(cli.app, ["models"])
+    assert r.exit_code == cli.BUG_EXIT == 70, r.output
+    assert "internal error (ValueError: simulated bug)" in r.output and "This is a bug" in r.output
+    log = Path(re.search(r"the traceback is in (\S+)", r.output).group(1))
+    text = log.read_text()
+    log.unlink()
+    assert "Traceback (most recent call last)" in text and "simulated bug" in text
+
+
+def test_a_user_error_is_one_line_with_exit_code_2(tmp_path):
+    r = runner.invoke(cli.app, ["export", "--target", "nokia", "--out", str(tmp_path / "a")])
+    assert r.exit_code == 2 and r.output.startswith("error: unknown target 'nokia'") and r.output.count("\n") == 1
+    assert not (tmp_path / "a.log").exists()  # nothing was said by third parties: no log left behind
+
+
+_NOISE = ("scikit-learn version", "has not been tested with coremltools", "Failed to load", "_MLModelProxy")
+
+
+def _export_coreml(tmp_path, *extra):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(cli.__file__).resolve().parent
+    out = tmp_path / "artifacts"
+    p = subprocess.run([sys.executable, str(root / "cli.py"), "export", "--target", "coreml", "--size", "32x32",
+                        "--out", str(out), *extra], capture_output=True, text=True, cwd=root, timeout=900)
+    return p, out, tmp_path / "artifacts.log"
+
+
+def test_export_coreml_console_shows_the_table_not_third_party_noise(tmp_path):
+    """`cli.py export --target coreml` (real process, real stderr): the console holds the progress,
+    the verdict table and where the artifacts are; coremltools/torchao notices go to the log."""
+    p, out, log = _export_coreml(tmp_path, "--model", "uid", "--variant", "tiny")
+    console = p.stdout + p.stderr
+    assert p.returncode == 0, console
+    assert "uid-tiny | coreml | fp32" in console and "NOT RUN" in console and f"artifacts in {out}" in console
+    assert not any(n in console for n in _NOISE), console
+    assert any(n in log.read_text() for n in _NOISE)
+    assert (out / "uid-tiny" / "coreml-fp32-32x32" / "model.mlpackage").is_dir()
+
+
+@pytest.mark.slow
+def test_export_target_coreml_as_written_exports_every_model(tmp_path):
+    """The user's own command, `python cli.py export --target coreml`: every registered model."""
+    from models.registry import names
+
+    p, out, _ = _export_coreml(tmp_path)
+    console = p.stdout + p.stderr
+    assert p.returncode == 0, console
+    assert not any(n in console for n in _NOISE), console
+    for name in names():
+        assert f"{name}-mobile | coreml | fp32" in console
+        assert (out / f"{name}-mobile" / "coreml-fp32-32x32" / "manifest.json").is_file()

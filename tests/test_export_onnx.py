@@ -5,8 +5,8 @@ from __future__ import annotations
 import onnx
 
 from export import pipeline
-from export.common import ExportRequest
-from export.onnx_target import QUANTISED_OPS
+from export.request import ExportRequest
+from export.targets.onnx import QUANTISED_OPS
 
 
 def _onnx(tmp_path, precision):
@@ -47,7 +47,7 @@ def test_slim_keeps_outputs_bit_exact_and_weight_names(tmp_path):
     import onnxruntime as ort
     import torch
 
-    from export.onnx_target import slim
+    from export.targets.onnx import slim
 
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.LeakyReLU(0.1),
                               torch.nn.Conv2d(8, 3, 3, padding=1)).eval()

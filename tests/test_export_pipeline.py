@@ -6,10 +6,11 @@ import json
 import pytest
 import torch
 
-from export import pipeline
-from export.common import (PRECISIONS, TARGETS, ConversionError, ExportError, ExportRequest, capability,
-                           check_combination, normalise_target, parse_size, safe_name)
-from export.manifest import MANIFEST_KEYS, PARITY_KEYS
+from core.sizes import SizeError, parse_size
+from export import artifact, parity, pipeline, targets
+from export.artifact import MANIFEST_KEYS, PARITY_KEYS
+from export.request import (PRECISIONS, ConversionError, ExportError, ExportRequest, capability, check_combination,
+                            safe_name)
 
 
 def _req(tmp_path, **kw):
@@ -20,9 +21,9 @@ def _req(tmp_path, **kw):
 
 
 def test_litert_alias_and_unknown_target():
-    assert normalise_target("litert") == "tflite" == normalise_target("TFLite")
+    assert targets.get("litert").name == "tflite" == targets.get("TFLite").name
     with pytest.raises(ExportError, match="unknown target 'tensorrt'; valid: coreml"):
-        normalise_target("tensorrt")
+        targets.get("tensorrt")
 
 
 @pytest.mark.parametrize("target,precision,needle", [
@@ -45,7 +46,7 @@ def test_coreml_int8_refused_on_linux_with_reason():
 
 
 def test_every_target_supports_fp32_and_matrix_complete():
-    for t in TARGETS:
+    for t in targets.names():
         assert capability(t, "fp32") is None
         for p in PRECISIONS:
             capability(t, p)  # no KeyError
@@ -56,7 +57,7 @@ def test_bad_inputs_are_clear(tmp_path):
         pipeline.validate(_req(tmp_path, model="resnet"))
     with pytest.raises(ExportError, match="multiples of 16"):
         pipeline.validate(_req(tmp_path, height=40))
-    with pytest.raises(ExportError, match="HxW"):
+    with pytest.raises(SizeError, match="HxW"):  # core.sizes: a UserError, as ExportError is
         parse_size("256")
     existing = _req(tmp_path).artifact_dir()
     existing.mkdir(parents=True)
@@ -90,12 +91,10 @@ def test_safe_names_cannot_escape():
 
 
 def test_failed_conversion_leaves_no_artifact(tmp_path, monkeypatch):
-    import export.onnx_target as onnx_target
-
     def boom(ctx):
         (ctx.workdir / "model.onnx").write_bytes(b"half-written")
         raise RuntimeError("converter exploded")
-    monkeypatch.setattr(onnx_target, "convert", boom)
+    monkeypatch.setattr(targets.get("onnx"), "convert", boom)
     with pytest.raises(ConversionError, match="converter exploded"):
         pipeline.export_one(_req(tmp_path))
     root = tmp_path / "uid-tiny"
@@ -129,12 +128,41 @@ def test_outputs_main_keeps_only_main(tmp_path):
 
 
 def test_shape_mismatch_is_an_error():
-    from export.verify import compare
+    from export.parity import compare
     from models import registry
 
     outs = registry.get("uid").outputs[:1]
     res = compare({"all_in_focus": torch.zeros(1, 3, 8, 8).numpy()}, {"all_in_focus": torch.zeros(1, 8, 8, 3).numpy()},
                   outs)
     assert not res["all_in_focus"]["shape_ok"]
-    verdict, failures = pipeline._verdict({"random": res}, 60.0, ["random"])
+    verdict, failures = parity.verdict({"random": res}, 60.0, ["random"])
     assert verdict == "fail" and "shape" in failures[0]
+
+
+def _tree(folder):
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None) for p in sorted(folder.rglob("*"))}
+
+
+def test_crash_while_writing_keeps_the_previous_artifact(tmp_path, monkeypatch):
+    """--force replaces an artifact only when the new one is complete: a crash while the manifest
+    and parity files are written into the temp folder leaves the old folder byte-identical and no
+    temp folder behind."""
+    row = pipeline.export_one(_req(tmp_path))
+    final = tmp_path / "uid-tiny" / "onnx-fp32-32x32"
+    assert row["verdict"] == "pass" and final.is_dir()
+    before = _tree(final)
+    written = []
+
+    def crash(path, data, **kw):
+        written.append(path)
+        if path.name == "parity.json":  # manifest.json is already in the temp folder
+            raise OSError("disk full")
+        return real_write_json(path, data, **kw)
+    real_write_json = artifact.write_json
+    monkeypatch.setattr(artifact, "write_json", crash)
+    with pytest.raises(ConversionError, match="disk full"):
+        pipeline.export_one(_req(tmp_path, force=True))
+    assert [p.name for p in written] == ["manifest.json", "parity.json"]
+    assert written[0].parent != final  # written into the temp folder, not over the artifact
+    assert _tree(final) == before
+    assert [p.name for p in final.parent.iterdir()] == [final.name]  # no temp or old folder left

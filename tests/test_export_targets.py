@@ -10,7 +10,81 @@ import pytest
 import torch
 
 from export import pipeline
-from export.common import ExportRequest
+from export.request import ExportRequest
+
+
+# --- the registry (fast) -------------------------------------------------------------------------
+
+
+def test_every_target_object_is_complete():
+    from export import targets
+    from export.request import PRECISIONS, ExportError
+
+    assert targets.names() == ("coreml", "tflite", "executorch", "executorch-coreml", "onnx")
+    assert [t.name for t in targets.all()] == list(targets.names())
+    seen = set()
+    for t in targets.all():
+        assert isinstance(t, targets.Target) and t.name and t.name == t.name.lower()
+        assert t.model_file.startswith("model.") and t.runtime_name and t.description
+        assert set(t.capabilities) == set(PRECISIONS), t.name  # every precision: None or the reason
+        assert t.capabilities["fp32"] is None
+        assert all(r is None or (isinstance(r, str) and r) for r in t.capabilities.values())
+        assert callable(t.convert) and callable(t.open_runtime)
+        assert t.after_verify is None or callable(t.after_verify)
+        assert t.check is None or callable(t.check)
+        assert t.not_runnable_reason is None or t.not_runnable_reason.startswith("not run: ")
+        assert t.tools and all(isinstance(n, str) and n for n in t.tools)
+        for key in (t.name, *t.aliases):  # names and aliases are unique across targets and resolve
+            assert key not in seen, key
+            seen.add(key)
+            assert targets.get(key) is t and targets.get(f" {key.upper()} ") is t
+    assert targets.get("litert").name == "tflite" and targets.get("tfl").name == "tflite"
+    with pytest.raises(ExportError) as err:
+        targets.get("tensorrt")
+    assert str(err.value) == (
+        "unknown target 'tensorrt'; valid: coreml, tflite, executorch, executorch-coreml, onnx, all "
+        "(aliases: mlpackage=coreml, litert=tflite, tfl=tflite, et=executorch, pte=executorch, "
+        "executorch-xnnpack=executorch)")
+    with pytest.raises(ExportError, match="unknown target 'all'"):
+        targets.get("all")  # "all" is the CLI's, not a target
+
+
+def test_core_ml_runtimes_are_not_run_off_macos():
+    from export import targets
+
+    for name in ("coreml", "executorch-coreml"):
+        t = targets.get(name)
+        if platform.system() == "Darwin":
+            assert t.not_runnable_reason is None
+        else:
+            assert t.not_runnable_reason == "not run: Core ML predictions need macOS"
+            with pytest.raises(RuntimeError):
+                t.open_runtime("model", [], [], 1)
+
+
+def test_registry_import_is_cheap():
+    """Importing the registry (CLI help, runners) loads no converter, runtime or torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, export.targets as t; t.all(); import export.request; "
+            "heavy = [m for m in ('torch', 'onnx', 'onnxruntime', 'executorch', 'coremltools', 'litert_torch', "
+            "'ai_edge_litert', 'ai_edge_quantizer') if m in sys.modules]; print(heavy); sys.exit(bool(heavy))")
+    from pathlib import Path
+
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_manifest_records_every_targets_tools():
+    from export import artifact, targets
+
+    names = artifact.tools()
+    assert names[0] == "torch" and names[-1] == "numpy" and len(set(names)) == len(names)
+    assert {n for t in targets.all() for n in t.tools} <= set(names)
+
+
+# --- each target on its runtime (slow) ----------------------------------------------------------
 
 
 def _export(tmp_path, model="uid", target="onnx", precision="fp32", size=32, **kw):
@@ -49,7 +123,7 @@ def test_tflite_static_int8_quantises_only_convolutions(tmp_path):
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
-    from export.litert_target import QUANTISED_OPS
+    from export.targets.litert import QUANTISED_OPS
 
     row, man, par, d = _export(tmp_path, target="tflite", precision="int8")
     assert row["verdict"] == "pass", row
@@ -71,7 +145,7 @@ def test_tflite_user_recipe_replaces_the_rule(tmp_path):
     from ai_edge_litert.interpreter import Interpreter
     from ai_edge_quantizer import recipe
 
-    from export.litert_target import load_recipe
+    from export.targets.litert import load_recipe
 
     path = tmp_path / "every_op.json"
     entries = list(recipe.static_wi8_ai8()) + [{"regex": ".*", "operation": op, "algorithm_key": "no_quantize"}
@@ -132,7 +206,7 @@ def test_coreml_converts_and_inspects(tmp_path, precision):
 
 
 def _xnnpack_int8_loads(model, args, tmp_path):
-    """PT2E int8 + XNNPACK lowering as ``executorch_target.convert`` does it (filter level 0);
+    """PT2E int8 + XNNPACK lowering as ``export.targets.executorch.convert`` does it (filter level 0);
     returns the loaded method."""
     import executorch.kernels.quantized  # noqa: F401
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 import cli
 from calibration.cameras import get_camera
 from export import pipeline
-from export.common import ExportRequest
+from export.request import ExportRequest
 from models.checkpoint import save_checkpoint
 from models.dc2 import DEFOCUS_NORM_PX
 from models.registry import get

@@ -144,3 +144,46 @@ def evaluate(model_name: str, model: torch.nn.Module | None, examples: list[Exam
                 if outs is not None:
                     add(task.name, "model", _scores(outs[task.output], target))
     return {task: {m: _mean(v) for m, v in methods.items()} for task, methods in rows.items()}
+
+
+def vs_input(scores: dict[str, dict]) -> list[dict]:
+    """Table rows of :func:`evaluate`'s scores: task, method, PSNR/SSIM/MAE and the PSNR gain
+    over the task's do-nothing input (its first ``input ...`` method)."""
+    rows = []
+    for task, methods in scores.items():
+        base = next(v["psnr"] for k, v in methods.items() if k.startswith("input"))
+        rows += [{"task": task, "method": m, **v, "vs_input_db": v["psnr"] - base} for m, v in methods.items()]
+    return rows
+
+
+def evaluate_command(model: str, checkpoint: Path | None, data: str = "synthetic:test", count: int = 16,
+                     size: int = 128, wiener: bool = True, json_out: Path | None = None,
+                     save_images: Path | None = None) -> dict:
+    """What ``cli.py evaluate`` does: score a checkpoint (or only the baselines) on the fixed
+    synthetic test split or on DATA's test crops; optionally write the scores as JSON and an
+    input / model / target / error sheet. Returns {"title", "rows", "json", "sheet"}."""
+    from core.atomic import write_json
+    from core.errors import UserError
+    from models.checkpoint import load_model
+    from train.data_sources import load_source, source_kind
+    from train.plots import evaluation_sheet
+
+    if save_images and checkpoint is None:
+        raise UserError("--save-images needs --checkpoint: there is no model output to draw")
+    net = load_model(checkpoint, expected_model=model)[0] if checkpoint else None
+    examples = (test_split(model, count, size) if data == "synthetic:test" else
+                load_source(data, model, size, limit=count, split="test", crops_per_image=1))
+    scores = evaluate(model, net, examples, wiener=wiener)
+    result = {"title": f"{model} on {data} ({len(examples)} x {size}x{size})", "rows": vs_input(scores),
+              "json": None, "sheet": None}
+    if json_out:
+        result["json"] = write_json(json_out, {"model": model, "checkpoint": str(checkpoint) if checkpoint else None,
+                                               "count": count, "size": size, "scores": scores}, allow_nan=True)
+    if save_images:
+        srgb = data != "synthetic:test" and source_kind(data) == "dpdd"  # DPDD is used as stored (sRGB)
+        try:
+            result["sheet"] = evaluation_sheet(sheet_rows(model, net, examples), save_images / f"{model}-evaluation.png",
+                                               f"{model}: {checkpoint.name} on {data}", linear=not srgb)
+        except (ValueError, OSError) as exc:
+            raise UserError(f"{save_images}: cannot write the evaluation images ({exc})") from None
+    return result

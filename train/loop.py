@@ -316,12 +316,23 @@ def _dist_info() -> tuple[int, int, int]:
     return world, rank, local
 
 
+def _publish(summary: dict, run_dir: Path, publish: Path | None, rank: int) -> dict:
+    """With ``publish``, write the run's fp16 starter checkpoint there (rank 0 only)."""
+    if publish and rank == 0:
+        from train.evaluate import publish_checkpoint
+
+        summary["published"] = publish_checkpoint(run_dir, publish)
+    return summary
+
+
 def train(cfg: TrainConfig, resume: bool = False, progress=None, log: Callable[[str], None] = print,
-          stop_after: int | None = None, pool_progress: Callable[[int, int], None] | None = None) -> dict:
+          stop_after: int | None = None, pool_progress: Callable[[int, int], None] | None = None,
+          publish: Path | None = None) -> dict:
     """Train ``cfg.model``; returns a summary. ``progress(step, steps, loss, samples/s)`` and
     ``pool_progress(done, total)`` (rendering the synthetic pool) report as it goes.
     ``stop_after`` ends the run early at that step (as a kill would, after the last periodic
-    checkpoint) - used by the resume test."""
+    checkpoint) - used by the resume test. ``publish``: a folder to write the run's fp16 starter
+    checkpoint to when it ends (``summary["published"]``)."""
     world, rank, local = _dist_info()
     if rank != 0:
         log = lambda s: None  # noqa: E731  (one voice per run)
@@ -354,7 +365,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress=None, log: Callable[[
                 import torch.distributed as dist
 
                 dist.destroy_process_group()
-            return {"steps": start, "final_loss": None, "run_dir": str(run_dir), "seconds": 0.0, "samples_per_s": 0.0}
+            summary = {"steps": start, "final_loss": None, "run_dir": str(run_dir), "seconds": 0.0, "samples_per_s": 0.0}
+            return _publish(summary, run_dir, publish, rank)
     elif (run_dir / "last.safetensors").exists():
         raise TrainError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
     else:
@@ -414,5 +426,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress=None, log: Callable[[
             dist.destroy_process_group()
     if rank == 0 and end > start:
         draw_loss_curve(run_dir, cfg, log)
-    return {"steps": end, "final_loss": last.get("loss"), "run_dir": str(run_dir),
-            "seconds": time.perf_counter() - t0, "samples_per_s": seen / max(time.perf_counter() - t0, 1e-9)}
+    summary = {"steps": end, "final_loss": last.get("loss"), "run_dir": str(run_dir),
+               "seconds": time.perf_counter() - t0, "samples_per_s": seen / max(time.perf_counter() - t0, 1e-9)}
+    return _publish(summary, run_dir, publish, rank)

@@ -1,11 +1,13 @@
 """ONNX: the dynamo exporter (named inputs/outputs), optional static int8 (QDQ) with onnxruntime's
-quantiser calibrated on realistic samples."""
+quantiser calibrated on realistic samples; runs on onnxruntime's CPU provider."""
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
-import torch
+
+from .base import Target
 
 
 # Only convolutions are quantised: QDQ pairs around the element-wise graph (the 49-tap dynamic
@@ -85,6 +87,7 @@ class _Reader:
 
 def convert(ctx) -> dict:
     import onnx
+    import torch
 
     path = ctx.workdir / "model.onnx"
     float_path = ctx.workdir / ("model-float.onnx" if ctx.precision == "int8" else "model.onnx")
@@ -120,3 +123,40 @@ def convert(ctx) -> dict:
     return {"backend": "onnxruntime", "opset": [{"domain": o.domain or "ai.onnx", "version": o.version}
                                                 for o in m.opset_import],
             "op_count": sum(ops.values()), "ops": dict(sorted(ops.items())), "notes": notes}
+
+
+def open_runtime(path: Path, input_names: list[str], output_names: list[str], threads: int = 1):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+
+    def run(inputs: dict) -> dict:
+        return dict(zip(names, sess.run(None, {k: np.ascontiguousarray(inputs[k], np.float32) for k in input_names})))
+    return run
+
+
+_PALETTE = "palettisation is a Core ML feature"
+
+TARGET = Target(
+    name="onnx",
+    aliases=(),
+    model_file="model.onnx",
+    description="ONNX (.onnx)",
+    capabilities={
+        "fp32": None, "int8": None,
+        "fp16": "onnxruntime's CPU provider lacks fp16 kernels for most ops, so parity cannot run here; "
+                "use fp32 (mobile GPUs take fp16 as a runtime option) or int8",
+        "int8-weights": "onnxruntime has no weight-only int8 for Conv; use int8 (static QDQ)",
+        "int8-dynamic": "onnxruntime dynamic quantisation (ConvInteger) is slow on mobile; use int8 (static QDQ)",
+        "palette4": _PALETTE, "palette6": _PALETTE, "palette8": _PALETTE,
+    },
+    convert=convert,
+    runtime_name="onnxruntime (CPUExecutionProvider)",
+    open_runtime=open_runtime,
+    not_runnable_reason=None,
+    tools=("onnx", "onnxruntime", "onnxscript"),
+)

@@ -1,9 +1,16 @@
 """Core ML: mlprogram from torch.export (TensorType inputs, named inputs/outputs), FLOAT32/FLOAT16
 compute precision, int8 weights (``linear_quantize_weights``), palettised weights (k-means LUT),
-model metadata for Xcode, and an inspection (op count, precision, size) that works on Linux."""
+model metadata for Xcode, and an inspection (op count, precision, size) that works on Linux.
+Predictions (parity) need macOS."""
 from __future__ import annotations
 
-from .common import IS_MACOS
+from pathlib import Path
+
+import numpy as np
+
+from core.host import IS_MACOS
+
+from .base import Target
 
 
 def _compress(mlmodel, precision: str, ctx):
@@ -19,7 +26,6 @@ def _compress(mlmodel, precision: str, ctx):
             mode="kmeans", nbits=bits, granularity="per_tensor", weight_threshold=256))
         return cto.palettize_weights(mlmodel, cfg), f"palettize_weights k-means {bits}-bit LUT (>= 256 elements)"
     if precision == "int8":  # macOS only (refused up front elsewhere): calibrate activations by predict
-        import numpy as np
         from coremltools.optimize.coreml.experimental import (OpActivationLinearQuantizerConfig,
                                                               linear_quantize_activations)
 
@@ -46,8 +52,9 @@ def inspect(mlmodel) -> dict:
 
 def convert(ctx) -> dict:
     import coremltools as ct
+    import torch
 
-    ep = __import__("torch").export.export(ctx.model, ctx.args).run_decompositions({})
+    ep = torch.export.export(ctx.model, ctx.args).run_decompositions({})
     fp16 = ctx.precision != "fp32"
     mlmodel = ct.convert(
         ep,
@@ -78,3 +85,37 @@ def convert(ctx) -> dict:
     if not IS_MACOS:
         notes.append("converted and inspected on Linux; predictions need macOS")
     return {"backend": "Core ML (mlprogram)", "inspection": inspect(mlmodel), "notes": notes}
+
+
+def open_runtime(path: Path, input_names: list[str], output_names: list[str], threads: int = 1):
+    if not IS_MACOS:
+        raise RuntimeError("Core ML predictions need macOS")
+    import coremltools as ct
+
+    m = ct.models.MLModel(str(path), compute_units=ct.ComputeUnit.CPU_ONLY)
+
+    def run(inputs: dict) -> dict:
+        res = m.predict({k: np.ascontiguousarray(inputs[k], np.float32) for k in input_names})
+        return {n: np.asarray(res[n], np.float32) for n in output_names}
+    return run
+
+
+TARGET = Target(
+    name="coreml",
+    aliases=("mlpackage",),
+    model_file="model.mlpackage",
+    description="Core ML (.mlpackage)",
+    capabilities={
+        "fp32": None, "fp16": None, "int8-weights": None,
+        "int8": (None if IS_MACOS else
+                 "Core ML activation calibration (linear_quantize_activations) calls predict, which "
+                 "needs macOS; on Linux ship int8-weights (or palette*), or use executorch/tflite/onnx int8"),
+        "int8-dynamic": "Core ML has no dynamic activation quantisation; use int8-weights",
+        "palette4": None, "palette6": None, "palette8": None,
+    },
+    convert=convert,
+    runtime_name="Core ML (macOS, CPU_ONLY)",
+    open_runtime=open_runtime,
+    not_runnable_reason=None if IS_MACOS else "not run: Core ML predictions need macOS",
+    tools=("coremltools",),
+)

@@ -1,5 +1,7 @@
-"""LiteRT (TFLite): litert-torch conversion; fp16 and int8 through ai-edge-quantizer recipes
-(weight-only, dynamic, static with calibration samples); graph inputs and outputs stay float32."""
+"""LiteRT (TFLite; target name ``tflite``, aliases ``litert``/``tfl``): litert-torch conversion;
+fp16 and int8 through ai-edge-quantizer recipes (weight-only, dynamic, static with calibration
+samples) or the user's recipe (``--litert-recipe``, :func:`load_recipe`); graph inputs and
+outputs stay float32. Runs on the LiteRT interpreter (``ai_edge_litert``)."""
 from __future__ import annotations
 
 import contextlib
@@ -10,14 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import ExportError
+from ..request import ExportError
+from .base import Target
 
 RECIPES = {"int8-weights": "weight_only_wi8_afp32", "int8-dynamic": "dynamic_wi8_afp32", "int8": "static_wi8_ai8"}
 
 
 # Static int8 quantises only the convolution family; every other op (adds, muls, softmax, means,
 # resizes, the kernel-bank depthwise convs) runs float between them, as on ONNX
-# (export.onnx_target.QUANTISED_OPS). Quantising every op, the recipe's default, lost 12 dB on
+# (export.targets.onnx.QUANTISED_OPS). Quantising every op, the recipe's default, lost 12 dB on
 # UiD, the error building up over its int8 element-wise graph with no single layer or op type to
 # blame: uid-mobile 256x256 realistic parity 28.6 dB against 40.5 dB with this rule, same file
 # size and speed (benchmarks/bench_litert_int8.py, docs/EXPORT.md). Use --litert-recipe to trade.
@@ -66,6 +69,23 @@ def load_recipe(path) -> list[dict]:
     return rec
 
 
+def recipe_option(path, target: str) -> dict:
+    """``ExportRequest.extra`` entries for ``--litert-recipe PATH`` given with ``--target target``
+    (this target, one of its aliases, or all); the recipe is read and checked now."""
+    if target.lower() != "all":
+        from . import get
+
+        if get(target.lower()).name != TARGET.name:
+            raise ExportError(f"--litert-recipe applies to --target tflite (or all), not {target}")
+    return {"litert_recipe": {"path": str(path), "entries": load_recipe(path)}}
+
+
+def check(req) -> None:
+    """Options only this target reads, refused before any conversion."""
+    if req.extra.get("litert_recipe") is not None and req.precision == "fp32":
+        raise ExportError("--litert-recipe quantises: pass --precision int8, int8-weights, int8-dynamic or fp16")
+
+
 @contextlib.contextmanager
 def _quiet():
     with contextlib.redirect_stdout(io.StringIO()):
@@ -108,3 +128,45 @@ def convert(ctx) -> dict:
     if ctx.precision != "fp32":
         info["recipe"] = rec
     return info
+
+
+def open_runtime(path: Path, input_names: list[str], output_names: list[str], threads: int = 1):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path), num_threads=threads)
+    sig = interp.get_signature_runner()
+    sig_in = interp.get_signature_list()["serving_default"]["inputs"]  # args_0, args_1, ...
+    sig_out = interp.get_signature_list()["serving_default"]["outputs"]  # output_0, ...
+
+    def _key(s: str) -> int:
+        return int(s.rsplit("_", 1)[-1])
+
+    arg_names = sorted(sig_in, key=_key)
+    out_keys = sorted(sig_out, key=_key)
+
+    def run(inputs: dict) -> dict:
+        res = sig(**{a: np.ascontiguousarray(inputs[k], np.float32) for a, k in zip(arg_names, input_names)})
+        return {n: np.asarray(res[k], np.float32) for n, k in zip(output_names, out_keys)}
+    return run
+
+
+_PALETTE = "palettisation (k-means LUT weights) is a Core ML feature"
+
+TARGET = Target(
+    name="tflite",
+    aliases=("litert", "tfl"),
+    model_file="model.tflite",
+    description="LiteRT (.tflite)",
+    capabilities={
+        "fp32": None,
+        "fp16": None,  # fp16 weights (float_casting recipe); compute precision is a runtime choice
+        "int8-weights": None, "int8": None, "int8-dynamic": None,
+        "palette4": _PALETTE, "palette6": _PALETTE, "palette8": _PALETTE,
+    },
+    convert=convert,
+    runtime_name="LiteRT interpreter (ai_edge_litert, XNNPACK)",
+    open_runtime=open_runtime,
+    not_runnable_reason=None,
+    tools=("litert-torch", "ai-edge-litert", "ai-edge-quantizer"),
+    check=check,
+)

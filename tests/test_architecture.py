@@ -1,0 +1,70 @@
+"""The layout's rules (docs/ARCHITECTURE.md), checked on the source: model facts live in
+``models/`` (nothing else branches on a model's name) and imports run one way."""
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from models.registry import names
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("core", "models", "calibration", "synth", "train", "export", "runtime_py", "device_tests")
+
+
+def _sources(exclude=("models", "tests")) -> list[Path]:
+    files = [p for p in ROOT.rglob("*.py") if ".venv" not in p.parts and not p.name.startswith(".")]
+    return [p for p in files if p.relative_to(ROOT).parts[0] not in exclude]
+
+
+def _name_comparisons(text: str) -> list[str]:
+    """Comparisons with a registered model name: ``== "rdpd"``, ``"dc2" !=``, ``in ("rdpd", ...)``,
+    ``case "uid"``."""
+    q = "|".join(re.escape(n) for n in names())
+    lit = rf"""['"](?:{q})['"]"""
+    pattern = re.compile(rf"""(?:==|!=)\s*{lit}|{lit}\s*(?:==|!=)|\bin\s*[(\[{{][^)\]}}\n]*{lit}|\bcase\s+{lit}""")
+    return [m.group(0) for m in pattern.finditer(text)]
+
+
+def test_the_check_finds_a_branch_on_a_model_name():
+    assert _name_comparisons('if model == "rdpd":\n') == ['== "rdpd"']
+    assert _name_comparisons("x = 1 if 'dc2' != name else 2") == ["'dc2' !="]
+    assert _name_comparisons('if model in ("rdpd", "uid"):') == ['in ("rdpd", "uid"']
+    assert _name_comparisons('get("rdpd")') == []
+
+
+def test_no_branch_on_a_model_name_outside_models_and_tests():
+    hits = {str(p.relative_to(ROOT)): found for p in _sources() if (found := _name_comparisons(p.read_text()))}
+    assert not hits, f"model facts outside models/: {hits}"
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.add(node.module.split(".")[0])
+    return out & set(PACKAGES)
+
+
+# folder -> project folders it must not import (ARCHITECTURE.md, "Folders")
+FORBIDDEN = {
+    "core": set(PACKAGES) - {"core"},
+    "models": set(PACKAGES) - {"core", "models"},
+    "calibration": {"models", "synth", "train", "export", "runtime_py", "device_tests"},
+    "synth": {"train", "export", "runtime_py", "device_tests"},
+    "train": {"export", "device_tests"},
+    "export": {"train", "runtime_py", "device_tests"},
+    "runtime_py": {"train", "device_tests"},
+}
+
+
+@pytest.mark.parametrize("folder", sorted(FORBIDDEN))
+def test_imports_run_one_way(folder):
+    bad = {str(p.relative_to(ROOT)): sorted(_imports(p) & FORBIDDEN[folder])
+           for p in (ROOT / folder).rglob("*.py")}
+    assert not {k: v for k, v in bad.items() if v}
