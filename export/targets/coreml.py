@@ -12,6 +12,9 @@ from core.host import IS_MACOS
 
 from .base import Target
 
+# Core ML predictions (parity, activation calibration) need macOS; elsewhere parity is "not run".
+NOT_RUNNABLE_HERE = None if IS_MACOS else "not run: Core ML predictions need macOS"
+
 
 def _compress(mlmodel, precision: str, ctx):
     import coremltools.optimize.coreml as cto
@@ -116,6 +119,6 @@ TARGET = Target(
     convert=convert,
     runtime_name="Core ML (macOS, CPU_ONLY)",
     open_runtime=open_runtime,
-    not_runnable_reason=None if IS_MACOS else "not run: Core ML predictions need macOS",
+    not_runnable_reason=NOT_RUNNABLE_HERE,
     tools=("coremltools",),
 )

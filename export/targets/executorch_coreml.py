@@ -7,6 +7,7 @@ from pathlib import Path
 from core.host import IS_MACOS
 
 from . import executorch
+from .coreml import NOT_RUNNABLE_HERE
 from .base import Context, Target
 
 
@@ -49,7 +50,7 @@ TARGET = Target(
     convert=convert,
     runtime_name="ExecuTorch runtime (Core ML delegate)",
     open_runtime=open_runtime,
-    not_runnable_reason=None if IS_MACOS else "not run: Core ML predictions need macOS",
+    not_runnable_reason=NOT_RUNNABLE_HERE,
     tools=("executorch", "coremltools"),
     after_verify=executorch.bundle,
 )
