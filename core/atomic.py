@@ -66,6 +66,17 @@ def write_json(path: str | Path, data, **kwargs) -> Path:
     return write_text(path, json.dumps(data, **kwargs))
 
 
+def write_image(path: str | Path, image, what: str = "image") -> Path:
+    """An image file (format from the suffix: 8/16-bit PNG...) through OpenCV, written atomically;
+    OSError naming the file when OpenCV cannot write it."""
+    import cv2
+
+    with atomic_file(path) as tmp:
+        if not cv2.imwrite(str(tmp), image):
+            raise OSError(f"{path}: could not write the {what}")
+    return Path(path)
+
+
 def is_nonempty(path: Path) -> bool:
     return path.exists() and (not path.is_dir() or any(path.iterdir()))
 

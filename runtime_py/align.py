@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import cv2
 import numpy as np
+from core.atomic import write_image
 from core.errors import UserError
 
 PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
@@ -733,9 +733,7 @@ def alignment_visual(wide: np.ndarray, result: AlignmentResult, path=None, max_w
         s = max_width / panel.shape[1]
         panel = cv2.resize(panel, (max_width, int(round(panel.shape[0] * s))), interpolation=cv2.INTER_AREA)
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(path), panel[..., ::-1]):
-            raise OSError(f"{path}: could not write the alignment visual")
+        write_image(path, panel[..., ::-1], "alignment visual")
     return panel
 
 

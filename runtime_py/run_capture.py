@@ -18,7 +18,7 @@ import numpy as np
 
 from models.dc2 import DEFOCUS_NORM_PX
 from models.radial import radial_map
-from core.atomic import atomic_dir, write_json
+from core.atomic import atomic_dir, write_image, write_json
 from models.registry import get
 from runtime_py.captures import Capture
 from runtime_py.runners import ModelRunner
@@ -187,8 +187,7 @@ def write_outputs(out: Path, model: str, inputs: dict, outputs: dict, record: di
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
-    if not cv2.imwrite(str(path), image):
-        raise RunError(f"{path}: could not write the PNG")
+    write_image(path, image, "PNG")
 
 
 def parse_point(text: str | None) -> tuple[int, int] | None:

@@ -71,13 +71,6 @@ class Example:
     meta: dict = field(default_factory=dict)  # e.g. PSF parameters (for the Wiener baseline)
 
 
-@dataclass
-class Example:
-    inputs: dict  # name -> float32 array (CHW, or TCHW for clips)
-    targets: dict
-    meta: dict = field(default_factory=dict)  # e.g. PSF parameters (for the Wiener baseline)
-
-
 def example_from_frames(spec, frames: list[dict], meta: dict | None = None) -> Example:
     """Pack per-frame fields with ``spec``: a sequence model gets a clip (T x C x H x W), any
     other model its single frame."""

@@ -83,8 +83,6 @@ def test_export_litert_recipe_is_checked_up_front(tmp_path):
     assert not (tmp_path / "art").exists()
 
 
-import pytest  # noqa: E402
-
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):

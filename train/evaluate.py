@@ -1,7 +1,6 @@
 """Evaluation on the fixed synthetic test split, baselines, and starter-checkpoint publishing."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch

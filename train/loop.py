@@ -376,7 +376,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress=None, log: Callable[[
 
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(asdict(cfg)))
+    write_text(run_dir / "config.yaml", yaml.safe_dump(asdict(cfg)))
     pools = build_pools(cfg, log, start_step=start, progress=pool_progress)
     synthetic_pools = [p for p, source in zip(pools, cfg.data) if source == SYNTHETIC]
     use_amp = cfg.amp and device.type == "cuda"

@@ -2,11 +2,11 @@
 a display gamma), disparity as a colour map."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import cv2
 import numpy as np
 
+from core.atomic import write_image
 from runtime_py.captures.common import Capture
 
 LINEAR_KINDS = ("pixel_pgm", "pixel_png", "garg")
@@ -38,7 +38,5 @@ def capture_preview(cap: Capture, path=None, height: int = 384) -> np.ndarray:
         tiles.append(np.zeros((height, 4, 3), np.uint8))
     panel = np.hstack(tiles[:-1])
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        if not cv2.imwrite(str(path), panel[..., ::-1]):
-            raise OSError(f"{path}: could not write the preview PNG")
+        write_image(path, panel[..., ::-1], "preview PNG")
     return panel
