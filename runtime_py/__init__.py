@@ -1,6 +1,5 @@
-"""Runtime harness: capture readers, UW->W alignment, defocus maps and artifact runners.
-
-Will hold readers for Pixel DP / DPDD / iPhone captures, optical-flow alignment, and one
-``Runner`` interface over torch, onnxruntime, ExecuTorch, LiteRT and Core ML.
-Must not depend on training code.
+"""Runtime harness: capture readers (Pixel DP, DPDD, Garg, iPhone HEIC, UW+W bundles), UW->W
+alignment, defocus maps, one ``Runner`` interface over PyTorch and every export target's runtime
+(``runners``, reading ``export.targets``), tiled and streaming inference, ``run_capture`` (what
+``cli.py run`` does) and ``demo`` (``make demo``). Must not depend on training code.
 """
