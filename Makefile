@@ -28,4 +28,4 @@ bench: $(STAMP)
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 clean:
-	rm -rf demo_out reports artifacts .pytest_cache
+	rm -rf demo_out reports artifacts .pytest_cache demo_out.log artifacts.log
