@@ -126,15 +126,16 @@ def test_a_user_error_is_one_line_with_exit_code_2(tmp_path):
 _NOISE = ("scikit-learn version", "has not been tested with coremltools", "Failed to load", "_MLModelProxy")
 
 
-def _export_coreml(tmp_path, *extra):
+def _export_coreml(tmp_path, *extra, verbose=False):
     import subprocess
     import sys
     from pathlib import Path
 
     root = Path(cli.__file__).resolve().parent
     out = tmp_path / "artifacts"
-    p = subprocess.run([sys.executable, str(root / "cli.py"), "export", "--target", "coreml", "--size", "32x32",
-                        "--out", str(out), *extra], capture_output=True, text=True, cwd=root, timeout=900)
+    p = subprocess.run([sys.executable, str(root / "cli.py"), *(["--verbose"] if verbose else []), "export",
+                        "--target", "coreml", "--size", "32x32", "--out", str(out), *extra],
+                       capture_output=True, text=True, cwd=root, timeout=900)
     return p, out, tmp_path / "artifacts.log"
 
 
@@ -148,6 +149,8 @@ def test_export_coreml_console_shows_the_table_not_third_party_noise(tmp_path):
     assert not any(n in console for n in _NOISE), console
     assert any(n in log.read_text() for n in _NOISE)
     assert (out / "uid-tiny" / "coreml-fp32-32x32" / "model.mlpackage").is_dir()
+    p, _, _ = _export_coreml(tmp_path, "--model", "uid", "--variant", "tiny", "--force", verbose=True)
+    assert p.returncode == 0 and any(n in p.stdout + p.stderr for n in _NOISE)  # --verbose shows them too
 
 
 @pytest.mark.slow
