@@ -158,6 +158,10 @@ def test_rdpd_streaming_equals_sequence_helper():
     assert seq.shape == (2, 4, 3, 32, 32)
     torch.testing.assert_close(torch.stack(stream, dim=1), seq, atol=0, rtol=0)
     assert (h_cold - h).abs().max() > 1e-4 and h_prev.abs().max() > 0
+    # the spec's generic sequence runner (training, evaluation) is the same computation
+    spec_out = registry.get("rdpd").forward(model, {"x": frames})
+    assert set(spec_out) == {"y"}
+    torch.testing.assert_close(spec_out["y"], seq, atol=0, rtol=0)
     with pytest.raises(ValueError, match="multiples of 16"):
         model.init_state(1, 40, 32)
 
