@@ -47,73 +47,101 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def log_path(out) -> Path | None:
+    """Where a command writing to ``out`` logs third-party output: ``<out>.log`` beside it
+    (``<out>.rank<N>.log`` for torchrun's other ranks); None when that place cannot be made."""
+    rank = os.environ.get("RANK", "0")
+    try:
+        place = Path(out).resolve()
+        log = place.with_name(place.name + (".log" if rank == "0" else f".rank{rank}.log"))
+        log.parent.mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError):
+        return None
+    return log if os.access(log.parent, os.W_OK) else None
+
+
 @contextlib.contextmanager
-def _third_party_output(log: Path):
+def _third_party_output(log: Path | None):
     """Send everything written to the process's stderr (file descriptor 2: Python warnings,
-    logging, C++ libraries) to ``log`` while the command runs; our own error lines still reach
-    the terminal. With --verbose, stderr is left alone."""
-    if _SETTINGS["verbose"]:
+    logging, C++ libraries) to ``log`` while the command runs; a log that stays empty is removed.
+    With --verbose, or without a log, stderr is left alone: logging never fails a command."""
+    if _SETTINGS["verbose"] or log is None:
         yield
         return
-    sys.stderr.flush()
-    terminal = os.dup(2)
-    before = log.stat().st_size if log.exists() else 0
-    with open(log, "a") as fh:
+    try:
+        fh = open(log, "a")
+    except OSError:
+        yield
+        return
+    with fh:
+        before = fh.tell()
         fh.write(f"\n== {_dt.datetime.now().isoformat(timespec='seconds')} {' '.join(sys.argv)}\n")
         fh.flush()
         header_end = fh.tell()
+        sys.stderr.flush()
+        terminal = os.dup(2)
         os.dup2(fh.fileno(), 2)
-        err_console.file = os.fdopen(os.dup(terminal), "w")
         try:
             yield
         finally:
             sys.stderr.flush()
-            err_console.file.close()
-            err_console.file = None  # back to sys.stderr
             os.dup2(terminal, 2)
             os.close(terminal)
-            if fh.tell() == header_end and log.stat().st_size == header_end:  # nothing was said: no log
-                fh.truncate(before)
-                if before == 0:
-                    log.unlink()
+            try:
+                if os.fstat(fh.fileno()).st_size == header_end:  # nothing was said: no log
+                    fh.truncate(before)
+                    if before == 0:
+                        log.unlink(missing_ok=True)
+            except OSError:
+                pass
 
 
 def command(name: str | None = None, log_beside: str | None = None):
-    """Register a CLI command. While it runs, third-party output goes to ``<option>.log`` beside
-    the output named by the option ``log_beside`` (else to a temporary log kept only for a bug
-    report). ``UserError`` -> one line, exit 2; any other exception -> traceback saved, exit 70."""
+    """Register a CLI command. While it runs, third-party output goes to the log beside the
+    output named by the option ``log_beside`` (:func:`log_path`). ``UserError`` -> one line,
+    exit 2; a file the system refuses (``OSError`` naming it) -> one line, exit 2; any other
+    exception is a bug -> its traceback saved to a file the message names, exit 70."""
     def wrap(fn):
         @functools.wraps(fn)
         def run(*args, **kwargs):
             from core.errors import UserError
 
-            out = kwargs.get(log_beside) if log_beside else None
-            if out is not None:
-                log, keep = Path(out).with_name(Path(out).name + ".log"), True
-                log.parent.mkdir(parents=True, exist_ok=True)
-            else:
-                fd, name_ = tempfile.mkstemp(prefix=f"defocus-{fn.__name__}-", suffix=".log")
-                os.close(fd)
-                log, keep = Path(name_), False
+            log = None
             try:
+                out = kwargs.get(log_beside) if log_beside else None
+                log = log_path(out) if out is not None else None
                 with _third_party_output(log):
                     return fn(*args, **kwargs)
             except UserError as exc:
                 fail(str(exc))
             except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort, KeyboardInterrupt):
                 raise
+            except OSError as exc:
+                if exc.filename is None:
+                    _bug(exc, log, fn.__name__)
+                fail(f"{exc.filename}: {exc.strerror or exc}")
             except Exception as exc:  # a bug: say so, keep the traceback
-                keep = True
-                with open(log, "a") as fh:
-                    fh.write(traceback.format_exc())
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                fail(f"internal error ({type(exc).__name__}: {first}). This is a bug in the toolchain, not in your "
-                     f"input; the traceback is in {log}", code=BUG_EXIT)
-            finally:
-                if not keep:
-                    log.unlink(missing_ok=True)
+                _bug(exc, log, fn.__name__)
         return app.command(name)(run)
     return wrap
+
+
+def _bug(exc: Exception, log: Path | None, command_name: str) -> None:
+    """Save the traceback (to the command's log, else a temporary file) and exit 70 saying so."""
+    text = traceback.format_exc()
+    try:
+        if log is None:
+            raise OSError
+        with open(log, "a") as fh:
+            fh.write(text)
+    except OSError:
+        fd, name = tempfile.mkstemp(prefix=f"defocus-{command_name}-", suffix=".log")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        log = Path(name)
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    fail(f"internal error ({type(exc).__name__}: {first}). This is a bug in the toolchain, not in your "
+         f"input; the traceback is in {log}", code=BUG_EXIT)
 
 
 def _progress(description: str):
@@ -385,8 +413,10 @@ def export_cmd(
         if bar.live.is_started:
             bar.stop()
     print(report_text(rows))
-    console.print(f"artifacts in {out}/ (<model>-<variant>/<target>-<precision>-<HxW>/); "
-                  f"third-party messages in {Path(out).with_name(Path(out).name + '.log')}", soft_wrap=True)
+    log = log_path(out)
+    console.print(f"artifacts in {out}/ (<model>-<variant>/<target>-<precision>-<HxW>/)"
+                  + (f"; third-party messages in {log}" if log and log.exists() and not _SETTINGS["verbose"] else ""),
+                  soft_wrap=True)
     if failed(rows):
         raise typer.Exit(1)
 

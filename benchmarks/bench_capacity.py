@@ -20,9 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models.complexity import count_macs, count_params  # noqa: E402
-from models.rdpd import RDPD, RDPDConfig  # noqa: E402
+from models.rdpd import RDPD, SPEC as RDPD_SPEC, RDPDConfig  # noqa: E402
 from core import metrics  # noqa: E402
-from train.loop import build_pool, compute_loss, draw_batch, load_config  # noqa: E402
+from train.loop import build_pool, draw_batch, load_config  # noqa: E402
 
 SETTINGS = {"x0.25 (8,16,32,64)": (8, 16, 32, 64), "mobile (16,32,48,64)": (16, 32, 48, 64)}
 
@@ -33,7 +33,7 @@ def fit(widths, ins, tgs, steps: int, lr: float) -> tuple[float, float]:
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     t0 = time.perf_counter()
     for _ in range(steps):
-        loss = compute_loss("rdpd", model, ins, tgs)["loss"]
+        loss = RDPD_SPEC.loss({"y": model.run_sequence(ins["x"])}, tgs)["loss"]  # custom widths: no registry variant
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -11,7 +11,8 @@ half-written file behind:
 
 Replacing a folder cannot be one rename on Linux, so the old folder is first renamed aside, the
 new one renamed in, and only then the old one deleted; if the second rename fails the old folder
-is renamed back.
+is renamed back. (A process killed between the two renames leaves the previous output at
+``.<name>.old-<id>`` beside it: nothing is lost, but it has to be renamed back by hand.)
 """
 from __future__ import annotations
 
@@ -31,17 +32,27 @@ class OutputExistsError(UserError):
     """The destination exists and replacing it was not asked for."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
-def atomic_file(path: str | Path, mode: int = 0o644) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is renamed to ``path``."""
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is renamed to ``path`` (with the
+    permissions a plain ``open`` would give under the process's umask)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial" + path.suffix, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial" + path.suffix, dir=path.parent)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
     os.close(fd)
     tmp = Path(tmp)
     try:
         yield tmp
-        os.chmod(tmp, mode)  # mkstemp makes 0600 files; outputs are meant to be shared
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -50,12 +61,6 @@ def atomic_file(path: str | Path, mode: int = 0o644) -> Iterator[Path]:
 def write_text(path: str | Path, text: str) -> Path:
     with atomic_file(path) as tmp:
         tmp.write_text(text)
-    return Path(path)
-
-
-def write_bytes(path: str | Path, data: bytes) -> Path:
-    with atomic_file(path) as tmp:
-        tmp.write_bytes(data)
     return Path(path)
 
 
@@ -98,9 +103,7 @@ def atomic_dir(final: str | Path, replace: bool = False, what: str = "output",
         raise error(f"cannot write the {what} to {final.parent}: {exc.strerror or exc}") from None
     try:
         yield work
-        for f in work.rglob("*"):  # mkdtemp makes 0700 folders; outputs are meant to be shared
-            os.chmod(f, 0o755 if f.is_dir() else 0o644)
-        os.chmod(work, 0o755)
+        os.chmod(work, 0o777 & ~_umask())  # mkdtemp makes 0700 folders; give what mkdir would
         _publish(work, final)
     finally:
         shutil.rmtree(work, ignore_errors=True)

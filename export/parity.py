@@ -179,5 +179,5 @@ def task_metric(req: ExportRequest, spec, ctx: Context, run, cache: "RunCache") 
         q_ps.append(psnr(target, run(inputs)[main], 1.0))
     f, q = float(np.mean(f_ps)), float(np.mean(q_ps))
     return {"output": main, "samples": len(pairs), "seed": req.seed + 2, "split": "synthetic test split "
-            "(synth.samples.SAMPLERS)", "float_psnr_db": round(f, 3), "quantised_psnr_db": round(q, 3),
+            "(synth.samples.render_example)", "float_psnr_db": round(f, 3), "quantised_psnr_db": round(q, 3),
             "delta_db": round(q - f, 3)}

@@ -3,7 +3,7 @@ the weights, convert with its target (``export.targets``), verify on the real ru
 (``export.parity``) and publish the artifact folder atomically (``export.artifact``); rows for the
 verdict table come from ``export.report``.
 
-    rows = run(["uid"], ["onnx"], "int8", "256x256")          # what `cli.py export` calls
+    rows = run("uid", "onnx", "int8", "256x256")              # what `cli.py export` calls
     reqs, refused = plan(["all"], ["all"], "fp32", height=256, width=256)
     rows = export_many(reqs) + refused
     row = export_one(ExportRequest(model="uid", target="onnx", precision="fp32", height=256, width=256))
@@ -18,7 +18,6 @@ from typing import Callable
 import torch
 from torch import nn
 
-from core.errors import UserError
 from core.sizes import parse_size
 
 from . import artifact, parity, report
@@ -172,7 +171,7 @@ def export_one(req: ExportRequest, log: Callable[[str], None] | None = None, cac
                 par = parity.skipped(req)
             manifest = artifact.build_manifest(req, spec, ckpt, out_specs, model_file, info, calib_record, convert_s)
             artifact.write(work, manifest, par)
-    except UserError:  # ExportError, ConversionError, ...: the temp folder is gone, the old artifact kept
+    except (ExportError, ConversionError):  # refusals: the temp folder is gone, the old artifact kept
         raise
     except Exception as exc:
         raise ConversionError(f"{spec.name} -> {req.target} {req.precision}: {type(exc).__name__}: "

@@ -207,7 +207,9 @@ class ModelSpec:
         its non-state outputs stacked over T. ``variant`` defaults to the one ``build`` made."""
         if not self.is_sequence:
             return dict(zip(self.output_names, model(*[inputs[n] for n in self.input_names])))
-        variant = variant or getattr(getattr(model, "module", model), "spec_variant")
+        variant = variant or getattr(getattr(model, "module", model), "spec_variant", None)
+        if variant is None:
+            raise ValueError(f"{self.name}: pass variant= to forward() for a model not made by ModelSpec.build")
         clip = next(inputs[n] for n in self.input_names if n not in self.state_map)
         b, t, _, h, w = clip.shape
         state = {k: v.to(clip) for k, v in self.zero_state(variant, h, w, b).items()}

@@ -149,10 +149,13 @@ def run(runner: ModelRunner, model: str, inputs: dict, overlap: int = 32) -> dic
     th, tw = runner.size
     padded, (h0, w0) = _pad_to(inputs, th, tw)
     if spec.is_sequence:
-        (frame_input,) = [n for n in spec.input_names if n not in spec.state_map]
+        frame_inputs = [n for n in spec.input_names if n not in spec.state_map]
+        if len(frame_inputs) != 1:
+            raise RunError(f"{model}: tiled streaming takes one frame input, the model has {frame_inputs}")
+        frame_input = frame_inputs[0]
         states = {k: tuple(s) for k, s in runner.shapes.items() if k in spec.state_map}
         streaming = StreamingTiledRunner(runner, (th, tw), states, overlap=min(overlap, th // 2), x_name=frame_input,
-                                         radial_channel=spec.radial_input[1] if spec.radial_input else 0,
+                                         radial_channel=radial.channel if radial and radial.name == frame_input else None,
                                          state_io=tuple(spec.state_map.items()))
         outs = {spec.main_output: streaming(padded[frame_input])}
     else:

@@ -135,13 +135,14 @@ class StreamingTiledRunner:
     the zero state. Call :meth:`reset` between unrelated sequences."""
 
     def __init__(self, fn: RunFn, tile: tuple[int, int], state_shapes: dict[str, tuple], overlap: int = 32,
-                 x_name: str = "x", radial_channel: int = 6,
+                 x_name: str = "x", radial_channel: int | None = 6,
                  state_io: tuple[tuple[str, str], ...] = (("h", "h_next"), ("c", "c_next"))):
         self.state_shapes, self.state_io = state_shapes, state_io
         self.states: dict[int, Arrays] = {}
         self.x_name = x_name
         self._fn = fn
-        self._runner = TiledRunner(fn, tile, overlap, RadialInput(x_name, radial_channel))
+        radial = None if radial_channel is None else RadialInput(x_name, radial_channel)  # None: no radial map
+        self._runner = TiledRunner(fn, tile, overlap, radial)
 
     def reset(self) -> None:
         self.states = {}

@@ -65,6 +65,10 @@ def _validate(cfg: SynthConfig) -> None:
         raise SynthError(f"unknown scene kind {cfg.scene_kind!r}; choose one of {', '.join(SCENE_KINDS)}")
     if cfg.scenes < 1:
         raise SynthError(f"--scenes must be >= 1, got {cfg.scenes}")
+    if not (cfg.noise_scale >= 0) or cfg.noise_scale == float("inf"):
+        raise SynthError(f"--noise-scale must be a finite number >= 0, got {cfg.noise_scale}")
+    if cfg.max_layers < 1:
+        raise SynthError(f"--max-layers must be >= 1, got {cfg.max_layers}")
     if _is_pair(cfg.camera):
         if cfg.format != "npz":
             raise SynthError(f"camera pair {cfg.camera!r} makes W/UW samples, which only the npz format holds")

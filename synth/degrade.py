@@ -22,6 +22,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from core.errors import UserError
+
 __all__ = [
     "division_distortion_maps",
     "distort_points",
@@ -37,10 +39,14 @@ NOISE_SIGMAS = tuple(float(v) for v in np.round(0.05 + 0.005 * np.arange(91), 3)
 _REMAP_DTYPES = (np.uint8, np.uint16, np.int16, np.float32, np.float64)
 
 
+class DistortionError(UserError):
+    """A camera's distortion coefficients that cannot be applied (not finite, not invertible)."""
+
+
 def _norm_coeffs(coeffs) -> tuple[float, ...]:
     c = tuple(float(v) for v in (coeffs if coeffs is not None else ()))
     if not all(np.isfinite(c)):
-        raise ValueError(f"distortion coefficients must be finite, got {c}")
+        raise DistortionError(f"distortion coefficients must be finite, got {c}")
     while c and c[-1] == 0.0:
         c = c[:-1]
     return c
@@ -85,7 +91,7 @@ def _inverse_table(c: tuple[float, ...], rd_max: float, n: int = 4097):
             last = bad[0] - 1
             if last >= 1 and rd[last] >= rd_max:
                 return rd[: last + 1], ru[: last + 1]
-            raise ValueError(
+            raise DistortionError(
                 f"division model with coefficients {c} is not invertible over the image "
                 f"(max reachable normalised radius {np.nanmax(rd[: max(last, 1) + 1]):.4g} < "
                 f"{rd_max:.4g}); use smaller coefficients"
@@ -93,7 +99,7 @@ def _inverse_table(c: tuple[float, ...], rd_max: float, n: int = 4097):
         if rd[-1] >= rd_max:
             return rd, ru
         hi *= 2.0
-    raise ValueError(f"division model with coefficients {c}: cannot cover radius {rd_max:.4g}")
+    raise DistortionError(f"division model with coefficients {c}: cannot cover radius {rd_max:.4g}")
 
 
 @lru_cache(maxsize=16)

@@ -15,14 +15,21 @@ PACKAGES = ("core", "models", "calibration", "synth", "train", "export", "runtim
 
 
 def _sources(exclude=("models", "tests")) -> list[Path]:
+    """Every project .py file outside the folders ``exclude`` names."""
     files = [p for p in ROOT.rglob("*.py") if ".venv" not in p.parts and not p.name.startswith(".")]
     return [p for p in files if p.relative_to(ROOT).parts[0] not in exclude]
 
 
-def _name_comparisons(text: str) -> list[str]:
-    """Comparisons with a registered model name: ``== "rdpd"``, ``"dc2" !=``, ``in ("rdpd", ...)``,
-    ``case "uid"``."""
-    q = "|".join(re.escape(n) for n in names())
+def _target_names() -> list[str]:
+    from export import targets
+
+    return [n for t in targets.all() for n in (t.name, *t.aliases)]
+
+
+def _name_comparisons(text: str, known=None) -> list[str]:
+    """Comparisons with a registered model name (or the ``known`` names): ``== "rdpd"``,
+    ``"dc2" !=``, ``in ("rdpd", ...)``, ``case "uid"``."""
+    q = "|".join(re.escape(n) for n in sorted(known or names(), key=len, reverse=True))
     lit = rf"""['"](?:{q})['"]"""
     pattern = re.compile(rf"""(?:==|!=)\s*{lit}|{lit}\s*(?:==|!=)|\bin\s*[(\[{{][^)\]}}\n]*{lit}|\bcase\s+{lit}""")
     return [m.group(0) for m in pattern.finditer(text)]
@@ -38,6 +45,14 @@ def test_the_check_finds_a_branch_on_a_model_name():
 def test_no_branch_on_a_model_name_outside_models_and_tests():
     hits = {str(p.relative_to(ROOT)): found for p in _sources() if (found := _name_comparisons(p.read_text()))}
     assert not hits, f"model facts outside models/: {hits}"
+
+
+def test_no_branch_on_a_target_name_outside_export_targets_and_tests():
+    assert _name_comparisons('if target in ("coreml", "executorch-coreml"):', _target_names())
+    hits = {str(p.relative_to(ROOT)): found for p in _sources()
+            if p.relative_to(ROOT).parts[:2] != ("export", "targets")
+            and (found := _name_comparisons(p.read_text(), _target_names()))}
+    assert not hits, f"target facts outside export/targets/: {hits}"
 
 
 def _imports(path: Path) -> set[str]:

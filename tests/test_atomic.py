@@ -2,11 +2,17 @@
 half-written is left behind; and the writers that use it (`run --force`) keep that promise."""
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
 import pytest
 
 from core.atomic import OutputExistsError, atomic_dir, atomic_file, write_json
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def _listing(folder):
@@ -39,7 +45,27 @@ def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path):
     with atomic_dir(out, replace=True) as tmp:
         (tmp / "new.txt").write_text("new")
     assert _listing(out) == ["new.txt"] and _listing(tmp_path) == ["out"]
-    assert oct(out.stat().st_mode & 0o777) == "0o755" and oct((out / "new.txt").stat().st_mode & 0o777) == "0o644"
+    assert oct(out.stat().st_mode & 0o777) == oct(0o777 & ~_UMASK) and oct((out / "new.txt").stat().st_mode & 0o777) == oct(0o666 & ~_UMASK)
+
+
+def test_outputs_get_the_permissions_of_the_umask(tmp_path):
+    old = os.umask(0o077)
+    try:
+        write_json(tmp_path / "private.json", {})
+        with atomic_dir(tmp_path / "private") as tmp:
+            (tmp / "a.txt").write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "private.json").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "private").stat().st_mode & 0o777 == 0o700
+
+
+def test_an_unwritable_destination_is_a_user_error(tmp_path):
+    from core.errors import UserError
+
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(UserError, match="cannot write"):
+        write_json(tmp_path / "a_file" / "x.json", {})
 
 
 def test_run_force_crash_keeps_the_previous_outputs(tmp_path, monkeypatch):

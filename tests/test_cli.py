@@ -167,3 +167,39 @@ def test_export_target_coreml_as_written_exports_every_model(tmp_path):
     for name in names():
         assert re.search(rf"{name}-mobile\s*\| coreml\s*\| fp32", console), console
         assert (out / f"{name}-mobile" / "coreml-fp32-32x32" / "manifest.json").is_file()
+
+
+def test_bad_values_are_user_errors_not_bugs(tmp_path):
+    r = runner.invoke(cli.app, ["synth", "--noise-scale", "-1", "--out", str(tmp_path / "s")])
+    assert r.exit_code == 2 and "--noise-scale must be" in r.output
+    r = runner.invoke(cli.app, ["train", "--model", "uid", "--variant", "tiny", "--lr", "-1", "--out", str(tmp_path / "r")])
+    assert r.exit_code == 2 and "lr must be a number >= 0" in r.output
+    (tmp_path / "a_file").write_text("")
+    r = runner.invoke(cli.app, ["evaluate", "--model", "uid", "--count", "1", "--size", "32", "--no-wiener",
+                                "--json", str(tmp_path / "a_file" / "scores.json")])
+    assert r.exit_code == 2 and "cannot write" in r.output, r.output
+
+
+def test_third_party_output_goes_to_the_innermost_log_and_comes_back(tmp_path):
+    import os
+
+    outer, inner = tmp_path / "outer.log", tmp_path / "inner.log"
+    with cli._third_party_output(outer):
+        with cli._third_party_output(inner):
+            os.write(2, b"from a library, inner\n")
+        os.write(2, b"from a library, outer\n")
+    with cli._third_party_output(tmp_path / "quiet.log"):
+        pass
+    assert "inner" in inner.read_text() and "outer" not in inner.read_text()
+    assert "from a library, outer" in outer.read_text()
+    assert not (tmp_path / "quiet.log").exists()  # nothing was said: no log left
+
+
+def test_log_beside_the_output_and_per_torchrun_rank(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.log_path("out") == tmp_path / "out.log"
+    assert cli.log_path(".") == tmp_path.parent / f"{tmp_path.name}.log"  # `--out .`: beside the folder
+    monkeypatch.setenv("RANK", "1")
+    assert cli.log_path("runs") == tmp_path / "runs.rank1.log"
+    (tmp_path / "a_file").write_text("")
+    assert cli.log_path(tmp_path / "a_file" / "out") is None  # cannot be made: no log, the command still runs

@@ -104,6 +104,10 @@ def load_config(model: str, variant: str, overrides: dict | None = None, resume:
     out = TrainConfig(**cfg)
     if out.patch % 16 or out.patch > out.pool_image:
         raise TrainError(f"patch {out.patch} must be a multiple of 16 and at most pool_image {out.pool_image}")
+    for key in ("steps", "batch_size", "pool_size", "lr", "lr_halving_steps", "pool_image", "frames", "threads"):
+        value, least = getattr(out, key), (0 if key == "lr" else 1)  # lr 0: weights stay (checks, freezing)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= least:
+            raise TrainError(f"{key} must be a number >= {least}, got {value!r}")
     if out.refresh_every < 0:
         raise TrainError(f"refresh_every must be 0 (fixed pool) or a number of steps, got {out.refresh_every}")
     return out
