@@ -7,5 +7,6 @@
 - ``core.sizes``: ``parse_size("HxW")``.
 - ``core.metrics``: PSNR, SSIM, MAE.
 - ``core.host``: ``IS_MACOS`` and a description of this machine.
+- ``core.hashing``: ``sha256_path`` (a file, or a folder such as an ``.mlpackage``).
 Imports nothing else of the project, so every folder (``models/`` included) may import it.
 """

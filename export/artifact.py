@@ -2,21 +2,19 @@
 ``<out>/<model>-<variant>/<target>-<precision>-<H>x<W>/`` holding the model file, ``manifest.json``
 and ``parity.json``, published atomically.
 
-:func:`building` yields an empty temporary folder beside the final one (``core.atomic.atomic_dir``):
+The pipeline builds it in an empty temporary folder beside the final one (``core.atomic.atomic_dir``):
 the target converts into it, the manifest and parity files are written into it, and only when all
 of that succeeded is it renamed into place. A failed run deletes it and leaves the previous
 artifact as it was; an existing artifact is replaced only with ``force`` (``--force``).
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
-import hashlib
 from importlib import metadata
 from pathlib import Path
-from typing import Iterator
 
-from core.atomic import atomic_dir, write_json
+from core.atomic import write_json
+from core.hashing import sha256_path
 from core.host import host_info
 
 from . import targets
@@ -59,26 +57,6 @@ def path_bytes(path: Path) -> int:
     return p.stat().st_size
 
 
-def path_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    p = Path(path)
-    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-    for f in files:
-        if p.is_dir():
-            h.update(str(f.relative_to(p)).encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
-@contextlib.contextmanager
-def building(final: Path, force: bool) -> Iterator[Path]:
-    """An empty temporary folder that becomes ``final`` when the block succeeds (see module doc)."""
-    with atomic_dir(final, replace=force, what="artifact") as work:
-        yield work
-
-
 def build_manifest(req, spec, ckpt, out_specs, model_file: Path, info: dict, calib, convert_s: float) -> dict:
     h, w, v = req.height, req.width, req.variant
     ishapes, oshapes = spec.input_shapes(v, h, w), spec.output_shapes(v, h, w)
@@ -91,7 +69,7 @@ def build_manifest(req, spec, ckpt, out_specs, model_file: Path, info: dict, cal
     return {
         "schema": MANIFEST_SCHEMA, "created": now(), "model": spec.name, "variant": v, "target": req.target,
         "precision": req.precision, "size": [h, w], "model_file": model_file.name, "files": files,
-        "artifact_bytes": path_bytes(model_file), "artifact_sha256": path_sha256(model_file),
+        "artifact_bytes": path_bytes(model_file), "artifact_sha256": sha256_path(model_file),
         "checkpoint": ckpt, "spec": spec.to_dict(v),
         "inputs": [io(t, ishapes) for t in spec.inputs], "outputs": [io(t, oshapes) for t in out_specs],
         "outputs_selected": req.outputs, "state_map": dict(spec.state_map), "calibration": calib,

@@ -18,6 +18,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from core.atomic import atomic_dir
+from core.hashing import sha256_path
 from core.sizes import parse_size
 
 from . import artifact, parity, report
@@ -96,10 +98,10 @@ def load_float_model(spec, req: ExportRequest, log: Callable[[str], None] = prin
     if meta.get("variant") != req.variant:
         raise ExportError(f"{path}: checkpoint is of variant {meta.get('variant')!r}, not {req.variant!r} "
                           f"(pass --variant {meta.get('variant')})")
-    from models.checkpoint import sha256_file, weights_path
+    from models.checkpoint import weights_path
 
     wpath = weights_path(path)
-    return model.eval(), {"path": str(path), "sha256": sha256_file(wpath), "steps": meta.get("steps"),
+    return model.eval(), {"path": str(path), "sha256": sha256_path(wpath), "steps": meta.get("steps"),
                           "metrics": meta.get("metrics"), "training_data": meta.get("training_data")}
 
 
@@ -150,7 +152,7 @@ def export_one(req: ExportRequest, log: Callable[[str], None] | None = None, cac
                                                                          req.calibration_count, req.seed))
     final = req.artifact_dir()
     try:
-        with artifact.building(final, req.force) as work:
+        with atomic_dir(final, replace=req.force, what="artifact") as work:
             ctx = Context(spec=spec, variant=v, target=req.target, precision=req.precision, height=h, width=w,
                           model=export_model, args=args, input_names=names, output_names=out_names,
                           in_specs=list(spec.inputs), out_specs=out_specs, workdir=work, calibration=calibration,

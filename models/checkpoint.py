@@ -7,7 +7,6 @@ model name, and refuses unknown or missing keys with a clear error. Writes are a
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from core.atomic import atomic_file, write_json
+from core.hashing import sha256_path
 from core.errors import UserError
 
 FORMAT = "defocus-checkpoint"
@@ -36,14 +36,6 @@ def weights_path(path: str | Path) -> Path:
     return p if p.suffix == ".safetensors" else p.with_suffix(".safetensors")
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_checkpoint(path: str | Path, model: nn.Module | dict, *, name: str, variant: str,
                     dtype: torch.dtype = torch.float32, config: dict | None = None,
                     training_data: dict | None = None, steps: int = 0, metrics: dict | None = None,
@@ -58,7 +50,7 @@ def save_checkpoint(path: str | Path, model: nn.Module | dict, *, name: str, var
     meta = {
         "format": FORMAT, "schema_version": SCHEMA_VERSION, "model": name, "variant": variant,
         "dtype": str(dtype).replace("torch.", ""), "config": config or {}, "training_data": training_data or {},
-        "steps": int(steps), "metrics": metrics or {}, "sha256": sha256_file(wpath),
+        "steps": int(steps), "metrics": metrics or {}, "sha256": sha256_path(wpath),
         "weights_file": wpath.name, **(extra or {}),
     }
     write_json(sidecar_path(wpath), meta, allow_nan=True)
@@ -83,7 +75,7 @@ def read_checkpoint(path: str | Path, expected_model: str | None = None) -> tupl
         raise CheckpointError(f"{meta_path}: schema version {meta.get('schema_version')} is not supported")
     if expected_model and meta.get("model") != expected_model:
         raise CheckpointError(f"{wpath}: checkpoint is of model {meta.get('model')!r}, not {expected_model!r}")
-    digest = sha256_file(wpath)
+    digest = sha256_path(wpath)
     if meta.get("sha256") != digest:
         raise CheckpointError(f"{wpath}: sha256 {digest[:12]}... does not match the sidecar's "
                               f"{str(meta.get('sha256'))[:12]}... (corrupt or replaced file)")
