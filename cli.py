@@ -262,17 +262,25 @@ def train(
                                                 "bit-exact."),
     publish: Optional[Path] = typer.Option(None, help="After training, write an fp16 starter checkpoint to "
                                            "this folder (<model>-<variant>.safetensors + .json)."),
+    config: Optional[Path] = typer.Option(None, help="A YAML recipe of config keys over the model's defaults, "
+                                          "e.g. train/recipes/rdpd-mobile-phone.yaml (options given here win)."),
+    profile: Optional[str] = typer.Option(None, help="Data profile of the synthetic pool: default or phone "
+                                          "(Pixel 4 DP blur, grey and colour, sensor noise, photo scenes)."),
+    photos: Optional[Path] = typer.Option(None, help="Folder of photos to texture the phone profile's scenes "
+                                          "with, beside the bundled ones."),
 ) -> None:
     """Train a model on the synthetic engine's data (configs in train/configs/*.yaml).
     Multi-GPU: torchrun --nproc_per_node=N cli.py train ..."""
     from train import loop
 
-    cfg = loop.load_config(model, variant, {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
-                                            "out": str(out), "device": device, "threads": threads,
-                                            "init": str(init) if init else None, "pool_size": pool_size,
-                                            "data": data or None, "lr_halving_steps": lr_halving_steps,
-                                            "patch": patch, "pool_image": pool_image, "refresh_every": refresh_every},
-                           resume=resume)
+    options = {"profile": profile, "photos": str(photos) if photos else None, "steps": steps,
+               "batch_size": batch_size, "lr": lr, "seed": seed, "out": str(out), "device": device,
+               "threads": threads, "init": str(init) if init else None, "pool_size": pool_size,
+               "data": data or None, "lr_halving_steps": lr_halving_steps, "patch": patch,
+               "pool_image": pool_image, "refresh_every": refresh_every}
+    recipe = loop.read_config_file(config) if config else {}
+    given = {k: v for k, v in options.items() if v is not None}  # options given on the command line win
+    cfg = loop.load_config(model, variant, {**recipe, **given}, resume=resume)
     main_rank = os.environ.get("RANK", "0") == "0"  # torchrun: only rank 0 reports
     bar, update = _progress(f"train {model}-{variant}")
     on_step = lambda done, total, loss, sps: (update(done, total), bar.update(  # noqa: E731
@@ -296,8 +304,9 @@ def evaluate(
     model: str = typer.Option(..., help="rdpd, dc2 or uid."),
     checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint (.safetensors with its .json); "
                                               "omit to score only the baselines."),
-    data: str = typer.Option("synthetic:test", help="synthetic:test (the fixed synthetic test split), a DPDD "
-                             "folder (its test split; RDPD) or npz shards from `synth --format npz`."),
+    data: str = typer.Option("synthetic:test", help="synthetic:test (the fixed synthetic test split), "
+                             "synthetic:phone (the phone-like split: Pixel 4 DP blur, grey and colour, sensor noise, "
+                             "photo scenes), a DPDD folder (its test split; RDPD) or npz shards from `synth --format npz`."),
     count: int = typer.Option(16, help="Examples (synthetic split, or at most this many crops from DATA)."),
     size: int = typer.Option(128, help="Test image size (square, multiple of 16): crops of DATA's images."),
     wiener: bool = typer.Option(True, help="Also score the classical baselines: Wiener deconvolution with the true "

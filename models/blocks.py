@@ -65,6 +65,26 @@ class UpConv(nn.Sequential):
         super().__init__(nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1), nn.LeakyReLU(LRELU_SLOPE))
 
 
+class ResizeConv(nn.Module):
+    """x2 up-sampling by nearest x2 then a 3x3 conv + LeakyReLU: no transposed-conv
+    checkerboard (a 4x4 stride-2 transposed conv weights the output pixels of each 2x2 phase
+    differently; three in a row leave a 2-, 4- and 8-px periodic grid on flat regions)."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv = ConvAct(cin, cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(upsample2(x))
+
+
+def zero_mean(residual: torch.Tensor) -> torch.Tensor:
+    """A residual with zero mean per image and channel: deblurring with a PSF that sums to 1
+    keeps each channel's mean (the blur conserves it), so a restoration residual must too; this
+    keeps the output's brightness and colour balance equal to the input's."""
+    return residual - residual.mean(dim=(-2, -1), keepdim=True)
+
+
 def upsample2(x: torch.Tensor) -> torch.Tensor:
     """Nearest-neighbour x2 up-sampling (export friendly on every target)."""
     return F.interpolate(x, scale_factor=2.0, mode="nearest")

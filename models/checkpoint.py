@@ -106,6 +106,15 @@ def load_into(model: nn.Module, state: dict, source: str | Path = "checkpoint") 
     model.load_state_dict(state, strict=True)
 
 
+def load_matching(model: nn.Module, state: dict) -> list[str]:
+    """Load the tensors of ``state`` whose name and shape fit ``model`` (a warm start across an
+    architecture change); returns the names of the model's tensors left as initialised."""
+    own = model.state_dict()
+    fit = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    model.load_state_dict(fit, strict=False)
+    return sorted(set(own) - set(fit))
+
+
 def load_model(path: str | Path, expected_model: str | None = None, device: str | torch.device = "cpu"
                ) -> tuple[nn.Module, dict]:
     """Build the checkpoint's model and variant from the registry and load its weights (eval mode)."""

@@ -220,3 +220,27 @@ def sample_noise_sigma(rng: np.random.Generator, scale: float = 1.0) -> float:
     std (5-50 % of the signal at every level) they are strong for a real sensor, hence
     ``scale`` (e.g. 0.1-0.2 to mimic a phone ISP output at moderate gain)."""
     return float(scale) * NOISE_SIGMAS[int(rng.integers(len(NOISE_SIGMAS)))]
+
+
+# Sensor noise of the phone profile (synth.profiles): Poisson-Gaussian in normalised linear
+# units (white level = 1), then quantised to the 14-bit codes of a Pixel DP PNG above black 1024.
+SHOT_GAIN_RANGE = (5e-5, 1e-3)  # variance per unit signal (shot noise)
+READ_SIGMA_RANGE = (1e-4, 1e-3)  # read noise std
+PIXEL_CODE_LEVELS = 16383 - 1024  # 14-bit white minus black
+
+
+def sample_sensor_noise(rng: np.random.Generator) -> tuple[float, float]:
+    """(shot gain a, read std b) drawn log-uniform: variance a * I + b^2."""
+    a = float(np.exp(rng.uniform(*np.log(SHOT_GAIN_RANGE))))
+    b = float(np.exp(rng.uniform(*np.log(READ_SIGMA_RANGE))))
+    return a, b
+
+
+def sensor_noise(image: np.ndarray, shot: float, read: float, rng: np.random.Generator,
+                 levels: int = PIXEL_CODE_LEVELS) -> np.ndarray:
+    """Heteroscedastic Gaussian approximation of Poisson-Gaussian noise,
+    ``I + sqrt(a I + b^2) N(0, 1)``, clipped to [0, 1] and quantised to ``levels`` steps."""
+    image = np.asarray(image, dtype=np.float32)
+    std = np.sqrt(shot * np.clip(image, 0.0, 1.0) + read * read).astype(np.float32)
+    noisy = image + std * rng.standard_normal(image.shape, dtype=np.float32)
+    return (np.round(np.clip(noisy, 0.0, 1.0) * levels) / levels).astype(np.float32)

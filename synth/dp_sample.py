@@ -53,14 +53,17 @@ def pick_focus_region(depth: np.ndarray, rng: np.random.Generator, tolerance: fl
 def make_dp_sample(scene: Scene, camera: CameraProfile, *, rng: np.random.Generator,
                    psf_params: PSFParams | None = None, noise_sigma: float | None = None,
                    noise_scale: float = 0.1, distortion: bool = True, max_layers: int = 500,
-                   scale: float = 1.0, refocus: bool = False, psf=None, device="auto") -> DPSample:
+                   scale: float = 1.0, refocus: bool = False, psf=None, device="auto",
+                   noise: str = "multiplicative") -> DPSample:
     """Render one DP sample of ``scene`` through ``camera``.
 
     ``noise_sigma`` defaults to a draw from the seed's set {0.05, ..., 0.5} times ``noise_scale``
     (the seed's values are relative to its own normalisation and are strong for real sensors).
     With ``refocus``, a focus region is picked and the scene is re-rendered focused on it (same
     aperture): the UiD refocus target. ``psf`` overrides the model PSFs with any provider, e.g.
-    :class:`synth.render.BankPSF` over a calibrated PSF bank.
+    :class:`synth.render.BankPSF` over a calibrated PSF bank. ``noise="sensor"`` replaces the
+    seed's multiplicative noise with Poisson-Gaussian sensor noise quantised to 14 bits
+    (:func:`synth.degrade.sensor_noise`, the phone profile).
     """
     params = psf_params or sample_psf_params(rng)
     psf = psf or ParametricPSF(params)
@@ -88,14 +91,22 @@ def make_dp_sample(scene: Scene, camera: CameraProfile, *, rng: np.random.Genera
             focus_mask = mask_f > 0.5
         if refocused is not None:
             refocused = extra[0]
-    sigma = degrade.sample_noise_sigma(rng) * noise_scale if noise_sigma is None else noise_sigma
-    left = degrade.signal_dependent_noise(left, sigma, rng)
-    right = degrade.signal_dependent_noise(right, sigma, rng)
+    noise_meta = {}
+    if noise == "sensor":
+        shot, read = degrade.sample_sensor_noise(rng)
+        left = degrade.sensor_noise(left, shot, read, rng)
+        right = degrade.sensor_noise(right, shot, read, rng)
+        sigma = 0.0
+        noise_meta = {"noise_model": "sensor", "shot_gain": shot, "read_sigma": read}
+    else:
+        sigma = degrade.sample_noise_sigma(rng) * noise_scale if noise_sigma is None else noise_sigma
+        left = degrade.signal_dependent_noise(left, sigma, rng)
+        right = degrade.signal_dependent_noise(right, sigma, rng)
     meta = {
         "scene": scene.name, "scene_meta": scene.meta, "camera": camera.name,
         "psf_params": params.to_dict() if isinstance(psf, ParametricPSF) else getattr(psf, "describe", lambda: {})(), "noise_sigma": float(sigma), "distortion": coeffs,
         "render_scale": scale, "max_layers": max_layers, "layers": int(views.layer_radii.size),
-        "coc_range_px": [float(coc.min()), float(coc.max())],
+        "coc_range_px": [float(coc.min()), float(coc.max())], **noise_meta,
     }
     if focus_mask is not None:
         meta["refocus"] = {"focus_distance_m": focus_m, "focus_pixels": int(focus_mask.sum())}

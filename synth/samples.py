@@ -17,6 +17,7 @@ full frame (``models.radial``). All arrays are float32 CHW (clips: T x C x H x W
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
 
 import cv2
 import numpy as np
@@ -25,12 +26,9 @@ from calibration.cameras import RDPD_CAMERA_SETS, get_camera, get_pair
 from models.radial import radial_map
 from synth.dp_sample import make_dp_sample
 from synth.dual_camera import make_dual_camera_sample
+from synth.photos import photo_textures
+from synth.profiles import get_profile
 from synth.scenes import random_scene
-
-# Strongest front blur of a training/test example, as a fraction of the camera's 40 px CoC
-# limit. 10-50 % (4-20 px) matches the blur of DPDD-like captures at these patch sizes; the
-# synth command's own default (25-100 %) makes harder data sets.
-FRONT_BLUR_FRACTION = (0.1, 0.5)
 
 
 def sobel_energy(img: np.ndarray) -> float:
@@ -85,17 +83,45 @@ def example_from_frames(spec, frames: list[dict], meta: dict | None = None) -> E
 # ----------------------------------------------------------------------------- renderers
 
 
+def _dp_render(rng: np.random.Generator, size, camera: str | None, profile: str | None,
+               photos=None, refocus: bool = False, device="cpu"):
+    """One DP sample of ``size`` drawn from a data profile (``synth.profiles``): the camera, the
+    front blur, the scene, the exposure, the noise; green-only cameras' views are copied to three
+    channels, as the capture readers do. Returns (DPSample, camera)."""
+    prof = get_profile(profile)
+    cam = get_camera(camera or prof.dp_camera or RDPD_CAMERA_SETS[int(rng.integers(len(RDPD_CAMERA_SETS)))])
+    if prof.grey_probability > 0:
+        grey = rng.random() < prof.grey_probability
+        cam = dc_replace(cam, channels="green" if grey else "rgb")
+    if prof.focus_m:
+        cam = dc_replace(cam, focus_distance=float(np.exp(rng.uniform(*np.log(prof.focus_m)))))
+    if prof.front_blur_px:
+        front = -float(rng.uniform(*prof.front_blur_px))
+    else:
+        front = -float(rng.uniform(*prof.front_blur_fraction)) * cam.max_coc_px
+    near = min(max(cam.depth_range_m[0], cam.depth_for_coc(front)), 0.9 * cam.focus_distance)
+    textures = photo_textures(photos) if prof.photo_textures else None
+    scene = random_scene(prof.scene_kind, *size, seed=int(rng.integers(2**31)), near_m=near,
+                         far_m=cam.depth_range_m[1], textures=textures)
+    lo, hi = prof.exposure
+    if hi != lo:
+        scene.image = scene.image * np.float32(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+    s = make_dp_sample(scene, cam, rng=rng, distortion=False, refocus=refocus, device=device, noise=prof.noise)
+    if cam.channels == "green":
+        for name in ("sharp", "left", "right", "combined", "refocused"):
+            if getattr(s, name) is not None:
+                setattr(s, name, np.repeat(getattr(s, name), 3, axis=-1))
+    return s, cam
+
+
 def dp_clip(rng: np.random.Generator, size=(128, 128), frames: int = 4, camera: str | None = None,
-            motion_px: float = 3.0, device="cpu") -> tuple[list[dict], dict]:
+            motion_px: float = 3.0, device="cpu", profile: str | None = None,
+            photos=None) -> tuple[list[dict], dict]:
     """Fields of a DP clip (left, right, combined, sharp, coc, radial per frame) and its meta."""
     h, w = size
-    cam = get_camera(camera or RDPD_CAMERA_SETS[int(rng.integers(len(RDPD_CAMERA_SETS)))])
     m = int(np.ceil(motion_px * frames)) + 2
     big = (2 * h + 2 * m, 2 * w + 2 * m)  # room for texture-based crop choice and the motion
-    front = -float(rng.uniform(*FRONT_BLUR_FRACTION)) * cam.max_coc_px
-    near = min(max(cam.depth_range_m[0], cam.depth_for_coc(front)), 0.9 * cam.focus_distance)
-    scene = random_scene("mixed", *big, seed=int(rng.integers(2**31)), near_m=near, far_m=cam.depth_range_m[1])
-    s = make_dp_sample(scene, cam, rng=rng, distortion=False, device=device)
+    s, cam = _dp_render(rng, big, camera, profile, photos, device=device)
     y0, x0 = pick_textured_crop(s.sharp, (h + 2 * m, w + 2 * m), rng)
     fh, fw, top, left = _radial_for_crop(h, w, rng, margin=m)
     out = []
@@ -108,16 +134,20 @@ def dp_clip(rng: np.random.Generator, size=(128, 128), frames: int = 4, camera: 
         f["combined"] = 0.5 * (np.asarray(f["left"], np.float32) + np.asarray(f["right"], np.float32))
         out.append(f)
         pos = np.clip(pos + rng.normal(0, motion_px, 2), 0, 2 * m)
-    return out, {"psf_params": s.meta["psf_params"], "camera": cam.name}
+    return out, {"psf_params": s.meta["psf_params"], "camera": cam.name, "channels": cam.channels}
 
 
 def dual_camera(rng: np.random.Generator, size=(128, 128), all_in_focus_prob: float = 0.5,
-                device="cpu") -> tuple[list[dict], dict]:
-    """Fields of a W/UW pair of the ``phone_w_uw`` cameras (see :func:`dual_camera_fields`)."""
+                device="cpu", profile: str | None = None, photos=None) -> tuple[list[dict], dict]:
+    """Fields of a W/UW pair of the ``phone_w_uw`` cameras (see :func:`dual_camera_fields`);
+    the data profile chooses the scenes."""
     h, w = size
+    prof = get_profile(profile)
     pair = get_pair("phone_w_uw")
     near, far = pair["wide"].depth_range_m
-    scene = random_scene("mixed", 2 * h, 2 * w, seed=int(rng.integers(2**31)), near_m=near, far_m=far)
+    textures = photo_textures(photos) if prof.photo_textures else None
+    scene = random_scene(prof.scene_kind, 2 * h, 2 * w, seed=int(rng.integers(2**31)), near_m=near, far_m=far,
+                         textures=textures)
     s = make_dual_camera_sample(scene, pair["wide"], pair["ultrawide"], rng=rng, baseline_mm=pair["baseline_mm"],
                                 size=(h, w), uw_resolution_factor=pair["uw_resolution_factor"],
                                 white_balance_gains=pair["white_balance_gains"], device=device)
@@ -145,15 +175,10 @@ def dual_camera_fields(s, rng: np.random.Generator, all_in_focus_prob: float = 0
 
 
 def dp_refocus(rng: np.random.Generator, size=(128, 128), camera: str | None = None,
-               device="cpu") -> tuple[list[dict], dict]:
+               device="cpu", profile: str | None = None, photos=None) -> tuple[list[dict], dict]:
     """Fields of one DP frame with a focus mask and its refocus render."""
-    h, w = size
-    cam = get_camera(camera or RDPD_CAMERA_SETS[int(rng.integers(len(RDPD_CAMERA_SETS)))])
-    front = -float(rng.uniform(*FRONT_BLUR_FRACTION)) * cam.max_coc_px
-    near = min(max(cam.depth_range_m[0], cam.depth_for_coc(front)), 0.9 * cam.focus_distance)
-    scene = random_scene("mixed", h, w, seed=int(rng.integers(2**31)), near_m=near, far_m=cam.depth_range_m[1])
-    s = make_dp_sample(scene, cam, rng=rng, distortion=False, refocus=True, device=device)
-    return [dp_fields(s)], {"psf_params": s.meta["psf_params"], "camera": cam.name}
+    s, cam = _dp_render(rng, size, camera, profile, photos, refocus=True, device=device)
+    return [dp_fields(s)], {"psf_params": s.meta["psf_params"], "camera": cam.name, "channels": cam.channels}
 
 
 def dp_fields(s) -> dict:

@@ -44,7 +44,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
 ]
 
-SCENE_KINDS = ("dead_leaves", "slanted_plane", "mixed")
+SCENE_KINDS = ("dead_leaves", "slanted_plane", "mixed", "photo_layers")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 LEAF_SHAPES = ("disc", "ellipse", "rect", "polygon")
 _DEFAULT_SHAPE_PROBS = {"disc": 0.3, "ellipse": 0.25, "rect": 0.25, "polygon": 0.2}
@@ -641,8 +641,10 @@ def random_scene(
     far_m: float,
     textures: Sequence[np.ndarray] | None = None,
 ) -> Scene:
-    """Scene of ``kind`` ("dead_leaves", "slanted_plane" or "mixed": 60/40 of the two) with its
-    own parameters (leaf count, radius range, objects in front, direction) drawn from ``seed``."""
+    """Scene of ``kind`` ("dead_leaves", "slanted_plane" or "mixed": 60/40 of the two, or
+    "photo_layers": 6-30 large occluding layers, 80 % textured with ``textures`` (photos), so the
+    scene has the larger smooth regions and real textures of photographs) with its own
+    parameters (leaf count, radius range, objects in front, direction) drawn from ``seed``."""
     src = f"random_scene({kind!r})"
     if kind not in SCENE_KINDS:
         raise SceneError(f"{src}: kind must be one of {SCENE_KINDS}")
@@ -656,7 +658,18 @@ def random_scene(
     meta = {"generator": "random_scene", "kind": kind, "chosen": chosen,
             "seed": _seed_meta(seed), "height": h, "width": w, "near_m": near, "far_m": far,
             "n_textures": len(tex)}
-    if chosen == "dead_leaves":
+    if chosen == "photo_layers":
+        if not tex:
+            raise SceneError(f"{src}: photo_layers scenes need photos (textures); none given")
+        m = min(h, w)
+        r_min = float(rng.uniform(0.05, 0.12)) * m
+        r_max = max(2.0 * r_min, float(rng.uniform(0.35, 0.7)) * m)
+        n = int(rng.integers(6, 30))
+        image, depth, _, _ = _render_leaves(
+            rng, h, w, near=near, far=far, n_leaves=n, r_min=r_min, r_max=r_max,
+            shape_probs=None, textures=tex, texture_probability=0.8)
+        meta.update(n_leaves=n, r_min=r_min, r_max=r_max)
+    elif chosen == "dead_leaves":
         m = min(h, w)
         r_min = max(1.5, float(rng.uniform(0.004, 0.015)) * m)
         r_max = max(2.0 * r_min, float(rng.uniform(0.15, 0.4)) * m)

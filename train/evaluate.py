@@ -24,18 +24,33 @@ import numpy as np  # noqa: E402
 from calibration.dp_psf import PSFParams, combined_psf  # noqa: E402
 from core import metrics  # noqa: E402
 from models.registry import get  # noqa: E402
+from synth.profiles import DEFAULT_PROFILE, get_profile  # noqa: E402
 from synth.samples import Example, render_example  # noqa: E402
 
 TEST_SEED = 20261122  # the fixed synthetic test split: examples i = 0..count-1 use seed (TEST_SEED, 3, i)
 
 
-def test_split(model: str, count: int = 16, size: int = 128, seed: int = TEST_SEED) -> list[Example]:
-    """The fixed synthetic test split of ``model`` (deterministic: same arguments, same data).
-    Example i takes the spec's test option i mod n (e.g. DC2: half all-in-focus, half refocus)."""
+def test_split(model: str, count: int = 16, size: int = 128, seed: int = TEST_SEED,
+               profile: str | None = None) -> list[Example]:
+    """The fixed synthetic test split of ``model`` drawn from a data profile (``synth.profiles``;
+    deterministic: same arguments, same data). Example i takes the spec's test option i mod n
+    (e.g. DC2: half all-in-focus, half refocus). The default profile's split is the original one;
+    other profiles draw from their own seed stream."""
     spec = get(model)
     options = spec.data.test_options or ({},)
-    return [render_example(spec, np.random.default_rng([seed, 3, i]), (size, size), **options[i % len(options)])
+    key = [seed, 3] if profile in (None, DEFAULT_PROFILE) else [seed, 3, sum(profile.encode())]
+    extra = {} if profile in (None, DEFAULT_PROFILE) else {"profile": profile}
+    return [render_example(spec, np.random.default_rng([*key, i]), (size, size), **options[i % len(options)], **extra)
             for i in range(count)]
+
+
+def synthetic_profile(data: str) -> str:
+    """``synthetic:test`` -> the default profile's split; ``synthetic:<profile>`` -> that profile's."""
+    name = data.split(":", 1)[1]
+    if name == "test":
+        return DEFAULT_PROFILE
+    get_profile(name)  # a clear error for an unknown profile
+    return name
 
 
 def wiener_deblur(blurred: np.ndarray, coc: np.ndarray, params: dict, nsr: float = 0.03) -> np.ndarray:
@@ -170,7 +185,7 @@ def evaluate_command(model: str, checkpoint: Path | None, data: str = "synthetic
     if save_images and checkpoint is None:
         raise UserError("--save-images needs --checkpoint: there is no model output to draw")
     net = load_model(checkpoint, expected_model=model)[0] if checkpoint else None
-    examples = (test_split(model, count, size) if data == "synthetic:test" else
+    examples = (test_split(model, count, size, profile=synthetic_profile(data)) if data.startswith("synthetic:") else
                 load_source(data, model, size, limit=count, split="test", crops_per_image=1))
     scores = evaluate(model, net, examples, wiener=wiener)
     result = {"title": f"{model} on {data} ({len(examples)} x {size}x{size})", "rows": vs_input(scores),
@@ -179,10 +194,38 @@ def evaluate_command(model: str, checkpoint: Path | None, data: str = "synthetic
         result["json"] = write_json(json_out, {"model": model, "checkpoint": str(checkpoint) if checkpoint else None,
                                                "count": count, "size": size, "scores": scores}, allow_nan=True)
     if save_images:
-        srgb = data != "synthetic:test" and source_kind(data) == "dpdd"  # DPDD is used as stored (sRGB)
+        srgb = not data.startswith("synthetic:") and source_kind(data) == "dpdd"  # DPDD is used as stored (sRGB)
         try:
             result["sheet"] = evaluation_sheet(sheet_rows(model, net, examples), save_images / f"{model}-evaluation.png",
                                                f"{model}: {checkpoint.name} on {data}", linear=not srgb)
         except (ValueError, OSError) as exc:
             raise UserError(f"{save_images}: cannot write the evaluation images ({exc})") from None
     return result
+
+
+@torch.no_grad()
+def artefacts(model_name: str, model: torch.nn.Module, examples: list[Example]) -> dict:
+    """What PSNR does not show (issue 13): per task, the worst over the examples (a clip: its
+    last frame) of
+    - ``colour_dev``: max over channels of |mean(output_c) / mean(input_c) - 1| (brightness and
+      colour kept: a deblurring or refocusing output has the input's channel means);
+    - ``grey_cast``: on green-only (grey) inputs, max_c / min_c - 1 of the output's channel means;
+    - ``grid_out`` / ``grid_in``: :func:`core.metrics.grid_peak_ratio` of output and input (a
+      2/4/8-px periodic grid)."""
+    spec = get(model_name)
+    worst: dict[str, dict] = {}
+    for ex in examples:
+        out = forward_example(model_name, model, ex)
+        *_, (_, inputs, targets, outs) = _frames(spec, ex, out)
+        for task in spec.eval_tasks:
+            if not task.applies(ex.meta):
+                continue
+            o, before = np.asarray(outs[task.output], np.float64), np.asarray(_before(task, inputs, targets), np.float64)
+            om, bm = o.mean(axis=(1, 2)), before.mean(axis=(1, 2))
+            w = worst.setdefault(task.name, {"colour_dev": 0.0, "grey_cast": 0.0, "grid_out": 0.0, "grid_in": 0.0})
+            w["colour_dev"] = max(w["colour_dev"], float(np.max(np.abs(om / np.maximum(bm, 1e-6) - 1))))
+            if ex.meta.get("channels") == "green":
+                w["grey_cast"] = max(w["grey_cast"], float(om.max() / max(om.min(), 1e-6) - 1))
+            w["grid_out"] = max(w["grid_out"], metrics.grid_peak_ratio(o))
+            w["grid_in"] = max(w["grid_in"], metrics.grid_peak_ratio(before))
+    return worst

@@ -31,8 +31,9 @@ from safetensors.torch import load_file, save_file
 
 from core.atomic import atomic_file, write_json, write_text
 from core.errors import UserError
-from models.checkpoint import CheckpointError, load_into, read_checkpoint, save_checkpoint
+from models.checkpoint import CheckpointError, load_into, load_matching, read_checkpoint, save_checkpoint
 from models.registry import get
+from synth.profiles import DEFAULT_PROFILE, get_profile
 from synth.samples import Example, render_example
 from train.data_sources import SYNTHETIC
 
@@ -67,14 +68,32 @@ class TrainConfig:
     crops_per_image: int = 4  # crops per DPDD image
     init: str | None = None  # warm start: weights of this checkpoint (same model and variant), fresh optimiser
     refresh_every: int = 0  # replace one synthetic pool slot every N steps (0: the pool stays fixed)
+    profile: str = "default"  # data profile of the synthetic pool (synth.profiles: default, phone)
+    photos: str | None = None  # folder of photos added to the profile's bundled ones (photo scenes)
+    init_partial: bool = False  # warm start: load the tensors that fit, start the others fresh
 
     @property
     def run_dir(self) -> Path:
         return Path(self.out) / f"{self.model}-{self.variant}"
 
 
+def read_config_file(path: str | Path) -> dict:
+    """A YAML file of config keys (``train --config``: a recipe over the model's defaults)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise TrainError(f"{path}: cannot read the config ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        raise TrainError(f"{path}: not a readable YAML config ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise TrainError(f"{path}: a config is a mapping of keys to values")
+    return data
+
+
 def load_config(model: str, variant: str, overrides: dict | None = None, resume: bool = False) -> TrainConfig:
-    """``train/configs/<model>-<variant>.yaml`` (if present) + overrides (e.g. CLI options).
+    """``train/configs/<model>-<variant>.yaml`` (if present) + overrides (a ``--config`` recipe,
+    then CLI options).
 
     With ``resume`` the base is the config stored with the run's last checkpoint
     (``<out>/<model>-<variant>/last.json``), so a resumed run keeps the data and schedule its
@@ -108,6 +127,7 @@ def load_config(model: str, variant: str, overrides: dict | None = None, resume:
         value, least = getattr(out, key), (0 if key == "lr" else 1)  # lr 0: weights stay (checks, freezing)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= least:
             raise TrainError(f"{key} must be a number >= {least}, got {value!r}")
+    get_profile(out.profile)  # a clear error for an unknown profile
     if out.refresh_every < 0:
         raise TrainError(f"refresh_every must be 0 (fixed pool) or a number of steps, got {out.refresh_every}")
     return out
@@ -135,6 +155,8 @@ def synthetic_example(cfg: TrainConfig, index: int, generation: int = 0) -> Exam
     spec = get(cfg.model)
     key = [cfg.seed, 1, index] + ([generation] if generation else [])
     kwargs = {"frames": cfg.frames} if spec.is_sequence else {}
+    if cfg.profile != DEFAULT_PROFILE or cfg.photos:
+        kwargs.update(profile=cfg.profile, photos=cfg.photos)
     return render_example(spec, np.random.default_rng(key), (cfg.pool_image, cfg.pool_image),
                           device=render_device(cfg), **kwargs)
 
@@ -289,6 +311,11 @@ def warm_start(model: torch.nn.Module, cfg: TrainConfig, log: Callable[[str], No
     if meta.get("variant") != cfg.variant:
         raise CheckpointError(f"{cfg.init}: checkpoint is {cfg.model}-{meta.get('variant')}, "
                               f"the run trains {cfg.model}-{cfg.variant}")
+    if cfg.init_partial:
+        skipped = load_matching(model, state)
+        log(f"partial warm start from {cfg.init} ({meta.get('steps', '?')} steps); fresh: "
+            f"{', '.join(skipped) if skipped else 'nothing'}")
+        return
     load_into(model, state, cfg.init)
     log(f"warm start from {cfg.init} ({meta.get('steps', '?')} steps)")
 
