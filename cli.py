@@ -171,6 +171,18 @@ def _table(title: str, columns, rows, right=()):
     return table
 
 
+def _level_options():
+    """--black-level/--white-level/--bit-depth of ``inspect`` and ``run`` (DP sensor data)."""
+    return (typer.Option(None, "--black-level", help="Black level in stored 16-bit units (Pixel/Garg DP captures), "
+                         "instead of the layout's value (a guess only for the capture app's PGM)."),
+            typer.Option(None, "--white-level", help="White level in stored 16-bit units (Pixel/Garg DP captures)."),
+            typer.Option(None, "--bit-depth", help="Bits of the sensor data, 1..16; sets the white level the "
+                         "layout's way (Pixel 4 PNG: black + 2^K - 1) unless --white-level is given."))
+
+
+_BLACK, _WHITE, _DEPTH = _level_options()
+
+
 # --- commands ----------------------------------------------------------------------------
 
 
@@ -332,13 +344,18 @@ def run_cmd(
                                                 "flow); --no-align-depth uses DIS optical flow only."),
     threads: int = typer.Option(2, help="Runtime threads."),
     force: bool = typer.Option(False, help="Replace --out if it exists."),
+    black_level: Optional[float] = _BLACK,
+    white_level: Optional[float] = _WHITE,
+    bit_depth: Optional[int] = _DEPTH,
 ) -> None:
-    """Run a capture through an exported artifact or a checkpoint; write outputs and a comparison."""
+    """Run a capture through an exported artifact or a checkpoint; write outputs and a comparison
+    (run.json records the capture's levels, their sources, any guess, and every processing step)."""
     from runtime_py.run_capture import run_on_capture
 
     res = run_on_capture(model, capture, out, artifact=artifact, checkpoint=checkpoint, focus=focus,
                          focus_mask=focus_mask, aperture=aperture, align_depth=align_depth, threads=threads,
-                         force=force, status=console.status)
+                         force=force, status=console.status,
+                         levels={"black_level": black_level, "white_level": white_level, "bit_depth": bit_depth})
     console.print(f"[green]wrote[/] {', '.join(res['outputs'])} + comparison.png to {res['path']} ({res['runtime']})")
 
 
@@ -367,12 +384,16 @@ def inspect(
     capture: Path = typer.Argument(..., help="A capture file or folder: Pixel *_left.pgm / NNN_left.png, Garg "
                                    "result_pd_left_<view>.png, a DPDD root, an iPhone .heic, or a UW+W bundle folder."),
     preview: Optional[Path] = typer.Option(None, "--preview", help="Write a preview PNG of what was read."),
+    black_level: Optional[float] = _BLACK,
+    white_level: Optional[float] = _WHITE,
+    bit_depth: Optional[int] = _DEPTH,
 ) -> None:
-    """Say what a capture holds: sizes, bit depth, black level, disparity range, metadata."""
+    """Say what a capture holds: sizes, bit depth, black level (and where each came from; GUESS
+    rows for values the format does not fix), disparity range, metadata, processing steps."""
     from runtime_py.captures import open_capture
     from runtime_py.captures.preview import capture_preview
 
-    cap = open_capture(capture)
+    cap = open_capture(capture, black_level=black_level, white_level=white_level, bit_depth=bit_depth)
     if preview:
         capture_preview(cap, preview)
     console.print(_table(f"{capture} ({cap.kind})", ("field", "value"), cap.summary()))

@@ -48,7 +48,8 @@ def test_pgm_overrides_are_used_and_recorded(tmp_path, dp_sample):
     paths = writers.write_pixel_sample(tmp_path, 0, dp_sample, get_camera("pixel4_dp"))
     cap = read_pixel_pgm(paths[0], black_level=0)
     assert cap.record["black_level"] == 0
-    assert any("given by caller" in n for n in cap.record["encoding_notes"])
+    assert cap.record["level_sources"]["black_level"] == "given by caller"
+    assert cap.record["guesses"] == []  # the only guess (the black level) was given
     # with black 0 the normalised values rise by 64/1023 at x = 0
     assert cap.left.min() == pytest.approx(64 / 1023, abs=1e-3)
 
@@ -231,23 +232,31 @@ def test_truncated_pgm_names_file_and_sizes(tmp_path, dp_sample):
         open_capture(paths[0])
 
 
-def test_corrupt_and_truncated_png(tmp_path, dp_sample):
+def test_corrupt_and_truncated_png(tmp_path, dp_sample, capfd):
     lv = np.round(1024 + dp_sample.left[..., 0] * 16383)
     _png16(tmp_path / "001_left.png", lv)
     (tmp_path / "001_right.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(200)))
-    with pytest.raises(CaptureError, match=r"001_right\.png: right DP view could not be decoded"):
+    with pytest.raises(CaptureError, match=r"001_right\.png: right DP view is corrupt"):
         read_pixel_png(tmp_path / "001_left.png")
     data = (tmp_path / "001_left.png").read_bytes()
-    (tmp_path / "001_right.png").write_bytes(data[: len(data) - 40])
-    with pytest.raises(CaptureError, match=r"001_right\.png: right DP view (is truncated|could not be decoded)"):
+    for cut in (40, len(data) // 2):  # IEND lost; IDAT cut short
+        (tmp_path / "001_right.png").write_bytes(data[: len(data) - cut])
+        with pytest.raises(CaptureError, match=r"001_right\.png: right DP view is truncated \(.*the file ends at byte"):
+            read_pixel_png(tmp_path / "001_left.png")
+    flipped = bytearray(data)
+    flipped[len(data) // 2] ^= 0xFF  # inside IDAT: the chunk's CRC no longer matches
+    (tmp_path / "001_right.png").write_bytes(bytes(flipped))
+    with pytest.raises(CaptureError, match=r"001_right\.png: right DP view is corrupt \(CRC mismatch in the IDAT"):
         read_pixel_png(tmp_path / "001_left.png")
+    assert "libpng" not in capfd.readouterr().err  # libpng never got to print its own line
 
 
 def test_wrong_bit_depth(tmp_path, dp_sample):
     _png16(tmp_path / "001_left.png", np.round(1024 + dp_sample.left[..., 0] * 16383))
     _png16(tmp_path / "001_right.png", np.round(1024 + dp_sample.right[..., 0] * 16383))
-    with pytest.raises(CaptureError, match="10-bit data"):
-        read_pixel_png(tmp_path / "001_left.png", bit_depth=10)
+    with pytest.raises(CaptureError, match=r"001_left\.png: .* % of the values \(up to \d+\) are above the white "
+                       r"level 2047 \(from bit depth 10"):
+        read_pixel_png(tmp_path / "001_left.png", bit_depth=10)  # 1024 + 2^10 - 1
     cv2.imwrite(str(tmp_path / "002_left.png"), (dp_sample.left[..., 0] * 255).astype(np.uint8))
     cv2.imwrite(str(tmp_path / "002_right.png"), (dp_sample.right[..., 0] * 255).astype(np.uint8))
     with pytest.raises(CaptureError, match=r"002_left\.png: left DP view is 8-bit"):
