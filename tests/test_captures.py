@@ -49,7 +49,7 @@ def test_pgm_overrides_are_used_and_recorded(tmp_path, dp_sample):
     cap = read_pixel_pgm(paths[0], black_level=0)
     assert cap.record["black_level"] == 0
     assert cap.record["level_sources"]["black_level"] == "given by caller"
-    assert cap.record["guesses"] == []  # the only guess (the black level) was given
+    assert not any(g.startswith("black_level") for g in cap.record["guesses"])  # the black level was given
     # with black 0 the normalised values rise by 64/1023 at x = 0
     assert cap.left.min() == pytest.approx(64 / 1023, abs=1e-3)
 
@@ -295,3 +295,133 @@ def test_cli_inspect_prints_and_fails_cleanly(tmp_path):
     (tmp_path / "wide.png").unlink()
     res = runner.invoke(cli.app, ["inspect", str(tmp_path)])
     assert res.exit_code == 2 and "missing: wide image" in res.output and "Traceback" not in res.output
+
+
+# --- levels: fixed by the layout, overridable, guesses named (issue 13, part 0) ----------------
+
+
+def _scene(peak_codes: float, shape=(48, 64), seed=0) -> np.ndarray:
+    """Codes above black in [0, peak_codes] (a dark capture: a few hundred; a bright one: near full)."""
+    rng = np.random.default_rng(seed)
+    return np.round(rng.random(shape) * peak_codes)
+
+
+def _write_layout(tmp_path, layout: str, codes: np.ndarray, name: str):
+    """One DP pair in ``layout`` holding ``codes`` (sensor codes above black); returns the left file."""
+    folder = tmp_path / name
+    folder.mkdir()
+    if layout == "png":  # Xin et al.: 14-bit codes on black 1024
+        for side in ("left", "right"):
+            _png16(folder / f"001_{side}.png", 1024 + codes)
+        return folder / "001_left.png"
+    if layout == "pgm":  # capture app: 10-bit codes on black 64, scaled to 65535
+        for side in ("left", "right"):
+            writers.write_pgm16(folder / f"{name}_{side}.pgm", np.round((64 + codes) * 65535 / 1023).astype(np.uint16))
+        return folder / f"{name}_left.pgm"
+    for side in ("left", "right"):  # Garg: 10-bit codes x 16
+        _png16(folder / f"raw_{side}_pd" / "c" / f"result_pd_{side}_center.png", codes * 16)
+    return folder / "raw_left_pd" / "c" / "result_pd_left_center.png"
+
+
+@pytest.mark.parametrize("layout,full,dark", [("png", 16383, 300), ("pgm", 959, 200), ("garg", 1023, 200)])
+def test_dark_and_bright_capture_read_with_the_same_scale(tmp_path, layout, full, dark):
+    caps = {}
+    for name, peak in (("dark", dark), ("bright", full)):
+        codes = _scene(peak)
+        caps[name] = (open_capture(_write_layout(tmp_path, layout, codes, name)), codes)
+    (d, dc), (b, bc) = caps["dark"], caps["bright"]
+    for key in ("bit_depth", "black_level", "white_level", "level_sources"):
+        assert d.record[key] == b.record[key], key
+    for cap, codes in caps.values():  # the analytic normalisation: codes / full scale above black
+        assert np.abs(cap.left - codes / full).max() < 1e-4
+    assert d.left.max() == pytest.approx(dark / full, abs=1e-4)  # a dark capture stays dark
+
+
+def test_pixel4_png_dark_window_from_the_issue_is_14bit_not_12bit(tmp_path):
+    """A 512x512-like window of a dark scene (maximum 3176) and one reaching 4592: both 14-bit."""
+    for name, top in (("a", 3176), ("b", 4592)):
+        codes = _scene(top - 1024, (40, 40), seed=1)
+        codes.flat[0] = top - 1024
+        cap = open_capture(_write_layout(tmp_path, "png", codes, name))
+        assert cap.record["bit_depth"] == 14 and cap.record["white_level"] == 17407
+        assert cap.record["black_level"] == 1024
+        assert cap.left.max() == pytest.approx((top - 1024) / 16383, abs=1e-6)
+        assert cap.record["warnings"] == []
+        assert [g.split(" ")[0] for g in cap.record["guesses"]] == ["pixel_aspect_y_over_x"]  # a 40x40 window
+
+
+def test_only_the_pgm_black_level_is_a_guess_and_inspect_shows_it(tmp_path):
+    from typer.testing import CliRunner
+
+    import cli
+
+    left = _write_layout(tmp_path, "pgm", _scene(500, (48, 64)), "cap")
+    cap = open_capture(left)
+    assert [g.split(" ")[0] for g in cap.record["guesses"]] == ["black_level", "pixel_aspect_y_over_x"]
+    assert "SENSOR_DYNAMIC_BLACK_LEVEL" in cap.record["guesses"][0]
+    assert cap.record["level_sources"]["white_level"] == "PGM header maxval 65535"
+    runner = CliRunner()
+    res = runner.invoke(cli.app, ["inspect", str(left)], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "GUESS" in res.output and "black_level 4099.94" in res.output and "SENSOR_DYNAMIC" in res.output
+    res = runner.invoke(cli.app, ["inspect", str(left), "--black-level", "4100"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and "black_level 4" not in res.output
+    assert "given by caller" in res.output
+    # a sidecar <stem>.json gives the exact black level: no longer a guess, its source named
+    (left.parent / "cap.json").write_text(json.dumps({"black_level": 4000}))
+    cap = open_capture(left)
+    assert cap.record["black_level"] == 4000 and cap.record["level_sources"]["black_level"] == "sidecar cap.json"
+    assert not any(g.startswith("black_level") for g in cap.record["guesses"])
+
+
+def test_level_overrides_validated_and_applied(tmp_path):
+    from typer.testing import CliRunner
+
+    import cli
+
+    codes = _scene(1000, (32, 40))
+    left = _write_layout(tmp_path, "png", codes, "x")
+    cap = read_pixel_png(left, black_level=0, white_level=2 ** 16 - 1)
+    assert np.abs(cap.left - (1024 + codes) / 65535).max() < 1e-6
+    assert cap.record["level_sources"] == {"bit_depth": "Pixel 4 PNG layout: 14-bit", "black_level": "given by caller",
+                                           "white_level": "given by caller"}
+    cap = read_pixel_png(left, bit_depth=12)  # white = black + 2^12 - 1
+    assert cap.record["white_level"] == 1024 + 4095 and "from bit depth 12" in cap.record["level_sources"]["white_level"]
+    for kwargs, msg in (({"black_level": 5000, "white_level": 4000}, "must be below --white-level"),
+                        ({"bit_depth": 17}, "--bit-depth must be an integer from 1 to 16"),
+                        ({"white_level": 70000}, r"within \[0, 65535\]")):
+        with pytest.raises(CaptureError, match=msg):
+            open_capture(left, **kwargs)
+    res = CliRunner().invoke(cli.app, ["inspect", str(left), "--black-level", "9", "--white-level", "8"])
+    assert res.exit_code == 2 and "must be below --white-level" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(cli.app, ["inspect", str(tmp_path / "x"), "--bit-depth", "12"])
+    assert res.exit_code == 0 and "from bit depth 12" in res.output
+    _bundle(tmp_path / "b" if (tmp_path / "b").mkdir() is None else None)
+    with pytest.raises(CaptureError, match="--black-level apply to Pixel and Garg"):
+        open_capture(tmp_path / "b", black_level=3)
+
+
+def test_a_few_values_above_white_are_clipped_with_a_warning(tmp_path):
+    codes = _scene(16000, (40, 50))
+    codes.flat[:5] = 16383 + 200  # 5 of 2000 values (0.25 %) above the white level
+    cap = open_capture(_write_layout(tmp_path, "png", codes, "w"))
+    assert cap.left.max() == 1.0
+    assert len(cap.record["warnings"]) == 1 and "10 values (0.250 %, up to 17607) above the white level 17407" in \
+        cap.record["warnings"][0]  # 5 per view
+
+
+def test_png_with_valid_chunks_but_bad_data_keeps_libpng_quiet(tmp_path, capfd):
+    import zlib
+
+    _png16(tmp_path / "a.png", _scene(60000, (32, 40)))
+    d = bytearray((tmp_path / "a.png").read_bytes())
+    i = d.index(b"IDAT")
+    n = int.from_bytes(d[i - 4:i], "big")
+    for k in range(i + 6, i + 4 + n):
+        d[k] ^= 0x5A
+    d[i + 4 + n:i + 8 + n] = zlib.crc32(bytes(d[i:i + 4 + n])).to_bytes(4, "big")  # chunks stay valid
+    (tmp_path / "001_left.png").write_bytes(bytes(d))
+    (tmp_path / "001_right.png").write_bytes(bytes(d))
+    with pytest.raises(CaptureError, match=r"001_left\.png: left DP view could not be decoded .*: libpng error: IDAT"):
+        read_pixel_png(tmp_path / "001_left.png")
+    assert "libpng" not in capfd.readouterr().err

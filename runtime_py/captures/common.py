@@ -247,10 +247,11 @@ class Encoding:
         return np.clip(x, 0.0, 1.0)
 
     def describe(self) -> str:
-        """The normalisation as one processing step."""
-        return (f"(value - {self.black_level:g}) / {self.white_level - self.black_level:g}, clipped to [0, 1] "
-                f"(black {self.black_level:g} from {self.sources['black_level']}; white {self.white_level:g} "
-                f"from {self.sources['white_level']})")
+        """The normalisation as one processing step (sources in ``level_sources``)."""
+        guess = lambda k: " (a guess)" if any(g.startswith(k) for g in self.guesses) else ""  # noqa: E731
+        return (f"(value - {self.black_level:g}) / {self.white_level - self.black_level:g}, clipped to [0, 1]: "
+                f"black level {self.black_level:g}{guess('black_level')}, white level {self.white_level:g}"
+                f"{guess('white_level')}")
 
     def to_record(self) -> dict:
         return {"bit_depth": self.bit_depth, "code_scale": round(self.scale, 4),

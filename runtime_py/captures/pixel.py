@@ -154,8 +154,7 @@ def read_pixel_pgm(path, *, black_level=None, white_level=None, bit_depth=None, 
             ov[k], source[k] = side[k], f"sidecar {stem}.json"
     left, right, enc = _normalise_pair(lv, rv, lp, rp, pgm_layout(lh["maxval"]), ov, source)
     rec = _record("Pixel DP capture app (PGM P5, 16-bit big-endian)", (lp, rp), left, enc,
-                  pixel_aspect(left.shape, aspect, (2.0, "Pixel DP capture app views: 2x horizontal, 4x vertical "
-                                                     "binning")), pgm_maxval=lh["maxval"], metadata_sidecar=bool(side))
+                  pixel_aspect(left.shape, aspect), pgm_maxval=lh["maxval"], metadata_sidecar=bool(side))
     return Capture("pixel_pgm", lp, {"left": left, "right": right}, rec, processing=_steps(enc))
 
 
