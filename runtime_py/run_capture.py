@@ -116,7 +116,11 @@ def _dual_camera_fields(spec, capture: Capture, rec: dict, focus, focus_mask, ap
     if "wide" not in capture.arrays or "ultrawide" not in capture.arrays:
         raise RunError(f"{capture.path}: {spec.name} needs a UW+W bundle (wide + ultrawide), got {capture.kind}")
     if "disparity" not in capture.arrays:
-        raise RunError(f"{capture.path}: {spec.name} needs a disparity map to build the target defocus map")
+        why = [w for w in capture.record.get("warnings", []) if "depth item" in w]
+        if isinstance(capture.record.get("disparity"), str):
+            why.append(capture.record["disparity"])
+        raise RunError(f"{capture.path}: {spec.name} needs a disparity map to build the target defocus map"
+                       + (f" ({'; '.join(why)})" if why else ""))
     wide, uw, disp = capture.arrays["wide"], capture.arrays["ultrawide"], capture.arrays["disparity"]
     al = align_uw_to_w(wide, uw, f_wide_px=capture.record.get("wide_focal_px"),
                        f_uw_px=capture.record.get("ultrawide_focal_px"), preset=preset,

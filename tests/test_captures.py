@@ -218,7 +218,32 @@ def test_heic_primary_with_xmp_intrinsics(tmp_path):
     assert cap.kind == "iphone_heic" and cap.wide.shape == (64, 96, 3)
     assert np.abs(cap.wide[10:-10, 5:40].mean((0, 1)) - np.array([200, 40, 40]) / 255).max() < 0.05
     assert cap.record["disparity"] == "no depth image in this HEIC"  # pillow-heif cannot write depth items
-    assert cap.record["intrinsics"]["fx"] == 2800.5 and cap.record["intrinsics"]["cx"] == 2010.0
+    k = cap.record["intrinsics"]["matrix"]
+    assert k["fx"] == 2800.5 and k["cx"] == 2010.0 and k["source"] == "primary image XMP (apdi:IntrinsicMatrix)"
+    assert cap.record["intrinsics"]["focal_px"]["value"] == pytest.approx(2800.5 * 96 / 4032, abs=0.01)
+    assert "EXIF FNumber" in cap.record["intrinsics_missing"]
+
+
+def test_heic_exif_focal_length_and_f_number_with_sources(tmp_path):
+    pillow_heif = pytest.importorskip("pillow_heif")
+    from PIL import Image
+    from PIL.ExifTags import IFD
+
+    exif = Image.Exif()
+    exif[0x010F] = "Apple"
+    sub = exif.get_ifd(IFD.Exif)
+    sub[0x920A], sub[0xA405], sub[0x829D] = 5.7, 26, 1.5  # iPhone 13 Pro wide: 5.7 mm, 26 mm equivalent, f/1.5
+    pillow_heif.from_bytes("RGB", (72, 54), np.full((54, 72, 3), 90, np.uint8).tobytes()).save(
+        tmp_path / "e.heic", exif=exif.tobytes())
+    cap = open_capture(tmp_path / "e.heic")
+    intr = cap.record["intrinsics"]
+    assert intr["focal_length_mm"] == {"value": 5.7, "source": "EXIF FocalLength"}
+    assert intr["focal_length_35mm"] == {"value": 26.0, "source": "EXIF FocalLengthIn35mmFilm"}
+    assert intr["f_number"] == {"value": 1.5, "source": "EXIF FNumber"}
+    assert intr["focal_px"]["value"] == pytest.approx(72 * 26 / 36, abs=0.01) and "35 mm" in intr["focal_px"]["source"]
+    assert cap.record["intrinsics_missing"] == ["intrinsic matrix (no apdi:IntrinsicMatrix in the depth item's or "
+                                                "primary's XMP, no HEIF cmin)"]
+    assert cap.record["disparity"] == "no depth image in this HEIC" and cap.record["depth_items"] == []
 
 
 # --- bad files -------------------------------------------------------------------------------
