@@ -450,3 +450,71 @@ def test_png_with_valid_chunks_but_bad_data_keeps_libpng_quiet(tmp_path, capfd):
     with pytest.raises(CaptureError, match=r"001_left\.png: left DP view could not be decoded .*: libpng error: IDAT"):
         read_pixel_png(tmp_path / "001_left.png")
     assert "libpng" not in capfd.readouterr().err
+
+
+# --- HEIC with a depth item (container assembled around pillow-heif's HEVC: tests/heif_fixture.py) ---
+
+DEPTH_XMP = b"""<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
+<rdf:Description xmlns:apdi="http://ns.apple.com/pixeldatainfo/1.0/" apdi:NativeFormat="1751411059"
+ apdi:FloatMinValue="0.5" apdi:FloatMaxValue="3.0" apdi:IntrinsicMatrixReferenceWidth="96"
+ apdi:IntrinsicMatrixReferenceHeight="64"><apdi:IntrinsicMatrix><rdf:Seq><rdf:li>80.0</rdf:li><rdf:li>0</rdf:li>
+<rdf:li>0</rdf:li><rdf:li>0</rdf:li><rdf:li>80.0</rdf:li><rdf:li>0</rdf:li><rdf:li>47.5</rdf:li>
+<rdf:li>31.5</rdf:li><rdf:li>1</rdf:li></rdf:Seq></apdi:IntrinsicMatrix></rdf:Description></rdf:RDF></x:xmpmeta>"""
+
+
+def _rgb64():
+    return (np.random.default_rng(0).random((64, 96, 3)) * 255).astype(np.uint8)
+
+
+def test_heic_depth_item_decoded_with_range_and_intrinsics_from_its_xmp(tmp_path):
+    pytest.importorskip("pillow_heif")
+    from heif_fixture import heic_with_depth
+
+    codes = np.repeat(np.round(np.linspace(0, 255, 48))[None], 32, 0).astype(np.uint8)  # a left-right ramp
+    (tmp_path / "d.heic").write_bytes(heic_with_depth(_rgb64(), codes, xmp=DEPTH_XMP))
+    cap = open_capture(tmp_path / "d.heic")
+    assert cap.record["depth_items"] == ["item 2 (hvc1, urn:mpeg:hevc:2015:auxid:2)"]
+    assert cap.disparity.shape == (32, 48)
+    assert cap.record["disparity"]["range_source"] == "XMP apdi:FloatMin/MaxValue"
+    expect = 0.5 + codes / 255 * 2.5
+    assert np.abs(cap.disparity - expect)[:, 2:-2].max() < 4 / 255 * 2.5  # HEVC at quality 95: a few codes
+    k = cap.record["intrinsics"]["matrix"]
+    assert k["source"] == "depth item calibration data (XMP apdi:IntrinsicMatrix)" and k["fx"] == 80.0
+    assert cap.record["intrinsics"]["focal_px"] == {"value": 80.0, "source": k["source"]}
+    assert any(s.startswith("disparity: d_min + code/255") for s in cap.processing)
+
+
+@pytest.mark.parametrize("kind", [b"unci", b"hvc1"])  # uncompressed (unsupported here); HEVC without its hvcC
+def test_heic_depth_item_present_but_undecodable(tmp_path, kind):
+    pytest.importorskip("pillow_heif")
+    from typer.testing import CliRunner
+
+    import cli
+    from heif_fixture import heic_with_depth
+
+    (tmp_path / "u.heic").write_bytes(heic_with_depth(_rgb64(), None, depth_type=kind))
+    cap = open_capture(tmp_path / "u.heic")
+    assert "disparity" not in cap.arrays
+    assert cap.record["disparity"].startswith(f"depth item present but cannot be decoded: item 2 of type "
+                                              f"'{kind.decode()}' (urn:mpeg:hevc:2015:auxid:2)")
+    res = CliRunner().invoke(cli.app, ["inspect", str(tmp_path / "u.heic")], env={"COLUMNS": "250"})
+    assert res.exit_code == 0 and "depth item present but cannot be decoded" in res.output  # inspect reports, exit 0
+    # in a UW+W bundle the run cannot make DC2's inputs: a clear error, exit 2
+    b = tmp_path / "bundle"
+    b.mkdir()
+    (b / "wide.heic").write_bytes((tmp_path / "u.heic").read_bytes())
+    cv2.imwrite(str(b / "ultrawide.png"), np.zeros((64, 96, 3), np.uint8))
+    (b / "meta.json").write_text(json.dumps({"wide": {"fov_deg": 70}, "ultrawide": {"fov_deg": 110}}))
+    bundle = read_bundle(b)
+    assert any("wide.heic: depth item present but cannot be decoded" in w for w in bundle.record["warnings"])
+    import torch
+
+    from models.checkpoint import save_checkpoint
+    from models.registry import get
+
+    torch.manual_seed(0)
+    ck = save_checkpoint(tmp_path / "dc2-tiny.safetensors", get("dc2").build("tiny"), name="dc2", variant="tiny")
+    res = CliRunner().invoke(cli.app, ["run", "--model", "dc2", "--capture", str(b), "--checkpoint", str(ck),
+                                       "--out", str(tmp_path / "out")], env={"COLUMNS": "250"})
+    assert res.exit_code == 2 and "needs a disparity map" in res.output
+    assert "depth item present but cannot be decoded" in res.output and "Traceback" not in res.output
