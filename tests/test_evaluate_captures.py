@@ -159,3 +159,13 @@ def test_bad_capture_sets_are_user_errors(tmp_path):
     r = CliRunner().invoke(cli.app, ["evaluate", "--model", "rdpd", "--csv", str(tmp_path / "x.csv"), "--count", "1",
                                      "--size", "32", "--no-wiener"])
     assert r.exit_code == 2 and "--csv: only for captures with ground truth" in r.output
+
+
+def test_full_res_and_count_are_checked(tmp_path):
+    with pytest.raises(ec.EvaluationError, match="--full-res needs a DPDD folder"):
+        ec.capture_set_kind("synthetic:test", full_res=True)
+    with pytest.raises(ec.EvaluationError, match="--full-res needs a DPDD folder"):
+        ec.capture_set_kind(tmp_path, full_res=True)
+    (tmp_path / ec.GT_FOLDER).mkdir()
+    with pytest.raises(ec.EvaluationError, match="--count must be at least 1"):
+        ec.evaluate_captures("rdpd", tmp_path, limit=0)

@@ -71,6 +71,9 @@ def capture_set_kind(data: str | Path, full_res: bool = False) -> str | None:
     folder when ``full_res``; None otherwise (the synthetic split, crops of DPDD, npz shards)."""
     p = Path(str(data))
     if not p.is_dir():
+        if full_res:
+            raise EvaluationError(f"{data}: --full-res needs a DPDD folder (the synthetic split and npz shards are "
+                                  "scored as crops)")
         return None
     if (p / GT_FOLDER).is_dir():
         return "pixel_gt"
@@ -254,6 +257,8 @@ def evaluate_captures(model: str, data: str | Path, *, checkpoint: Path | None =
         raise EvaluationError("give at most one of --checkpoint and --artifact")
     if search < 0:
         raise EvaluationError(f"--search must be >= 0 px, got {search}")
+    if limit is not None and limit < 1:
+        raise EvaluationError(f"--count must be at least 1 scene, got {limit}")
     root = Path(str(data))
     levels = {k: v for k, v in (levels or {}).items() if v is not None}
     if levels and kind != "pixel_gt":
