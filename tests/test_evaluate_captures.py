@@ -194,3 +194,23 @@ def test_ssim_separable_window_equals_the_2d_definition():
         b = np.clip(a + 0.1 * rng.standard_normal(shape), 0, 1).astype(np.float32)
         assert metrics.ssim(a, b) == pytest.approx(reference(a, b), abs=1e-12)
         assert metrics.ssim(torch.from_numpy(a)[None], torch.from_numpy(b)[None]) == pytest.approx(reference(a, b), abs=1e-12)
+
+
+@pytest.mark.slow  # an ONNX export (about a minute on a loaded 2-core machine)
+def test_model_row_through_an_exported_artifact_is_tiled(pixel_set, tmp_path):
+    from export import pipeline
+    from export.request import ExportRequest
+
+    root, _ = pixel_set
+    torch.manual_seed(0)
+    ck = save_checkpoint(tmp_path / "uid-tiny.safetensors", get("uid").build("tiny"), name="uid", variant="tiny")
+    pipeline.export_one(ExportRequest(model="uid", target="onnx", precision="fp32", height=32, width=32, variant="tiny",
+                                      checkpoint=ck, out=tmp_path / "art", parity_count=1))
+    art = tmp_path / "art" / "uid-tiny" / "onnx-fp32-32x32"
+    res = ec.evaluate_captures("uid", root, artifact=art, search=6, limit=1)
+    row = res["scenes"][0]
+    assert res["runtime"].startswith("onnxruntime") and ec.MODEL in row["scores"]
+    assert np.isfinite(row["scores"][ec.MODEL]["linear"]["psnr"]) and res["artifact"] == str(art)
+    assert "tiled at full resolution: 32x32 tiles, overlap 16 px, blended" in row["model_processing"]
+    with pytest.raises(ec.EvaluationError, match="artifact is of model 'uid', not 'rdpd'"):
+        ec.evaluate_captures("rdpd", root, artifact=art, limit=1)
