@@ -518,3 +518,15 @@ def test_heic_depth_item_present_but_undecodable(tmp_path, kind):
                                        "--out", str(tmp_path / "out")], env={"COLUMNS": "250"})
     assert res.exit_code == 2 and "needs a disparity map" in res.output
     assert "depth item present but cannot be decoded" in res.output and "Traceback" not in res.output
+
+
+def test_heic_depth_item_without_a_float_range_is_reported_not_fatal(tmp_path):
+    pytest.importorskip("pillow_heif")
+    from heif_fixture import heic_with_depth
+
+    codes = np.full((32, 48), 128, np.uint8)
+    (tmp_path / "n.heic").write_bytes(heic_with_depth(_rgb64(), codes))  # no XMP, no representation info
+    cap = open_capture(tmp_path / "n.heic")
+    assert "disparity" not in cap.arrays and cap.wide.shape == (64, 96, 3)
+    assert cap.record["disparity"].startswith("depth item present but cannot be decoded: depth image has no float "
+                                              "range")

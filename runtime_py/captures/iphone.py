@@ -143,14 +143,19 @@ def exif_optics(exif: bytes | None) -> dict:
     return out
 
 
-def _depth_status(path: Path, heif, info: dict) -> tuple[list, list[str], list]:
+def _primary_c(heif):
+    """pillow-heif's C-level handle of the primary image (None if its layout changes)."""
+    images = getattr(heif, "_images", None)
+    return getattr(images[getattr(heif, "primary_index", 0)], "_c_image", None) if images else None
+
+
+def _depth_status(data: bytes, heif, info: dict) -> tuple[list, list[str], list]:
     """(decoded depth images as (codes, representation info, depth item id)), reasons why depth
     items present in the file cannot be decoded, and the file's depth items (``heif_boxes``)."""
     from runtime_py.captures.heif_boxes import depth_items
 
-    items = depth_items(path.read_bytes())
-    primary = getattr(heif, "_images", [None])[getattr(heif, "primary_index", 0)] if getattr(heif, "_images", None) else None
-    raw = list(getattr(getattr(primary, "_c_image", None), "depth_image_list", None) or [])
+    items = depth_items(data)
+    raw = list(getattr(_primary_c(heif), "depth_image_list", None) or [])
     reasons = [f"libheif could not open depth image {i + 1} of {len(raw)}" for i, d in enumerate(raw) if d is None]
     decoded = []
     for n, d in enumerate(info.get("depth_images") or []):
@@ -185,15 +190,15 @@ def read_heic_image(path: Path) -> tuple[np.ndarray, dict, list]:
     img = arr.astype(np.float32) / np.float32(255.0 if arr.dtype == np.uint8 else 65535.0)
     info = dict(heif.info)
     info["bit_depth"] = bits
-    depths, reasons, items = _depth_status(path, heif, info)
+    data = path.read_bytes()
+    depths, reasons, items = _depth_status(data, heif, info)
     info["depth_undecodable"] = reasons
     info["depth_items"] = [f"item {i.id} ({i.type}, {i.aux_type})" for i in items]
     if depths and depths[0][2] is not None:
         from runtime_py.captures.heif_boxes import xmp_of
 
-        info["depth_item_xmp"] = xmp_of(path.read_bytes(), depths[0][2])
-    primary = heif._images[heif.primary_index] if getattr(heif, "_images", None) else None
-    cmin = getattr(getattr(primary, "_c_image", None), "camera_intrinsic_matrix", None)
+        info["depth_item_xmp"] = xmp_of(data, depths[0][2])
+    cmin = getattr(_primary_c(heif), "camera_intrinsic_matrix", None)
     if cmin:
         info["camera_intrinsic_matrix"] = cmin
     return np.clip(img, 0, 1), info, depths
@@ -246,9 +251,14 @@ def read_heic(path) -> Capture:
         rec["portrait_matte"] = "present (person matte, not disparity; not read)"
     arrays = {"wide": img}
     steps = [f"wide: stored {info['bit_depth']}-bit values / {2 ** info['bit_depth'] - 1} (sRGB-encoded as stored)"]
+    disp = None
     if depths:
         codes, rep, _ = depths[0]
-        disp, drec = decode_depth_item(codes, rep, {**xmp, **depth_xmp})
+        try:
+            disp, drec = decode_depth_item(codes, rep, {**xmp, **depth_xmp})
+        except CaptureError as exc:
+            info["depth_undecodable"].append(str(exc))
+    if disp is not None:
         check_finite(disp, path, "disparity")
         arrays["disparity"] = disp
         rec["disparity"] = drec
@@ -402,12 +412,16 @@ def read_bundle(path) -> Capture:
     if disp_p is not None:
         disp, drec = _read_disparity(disp_p, meta, missing)
         rec["disparity"] = drec
-    elif wdepths:
-        codes, rep, _ = wdepths[0]
-        disp, drec = decode_depth_item(codes, rep, {**parse_xmp(winfo.get("xmp")), **parse_xmp(winfo.get("depth_item_xmp"))})
-        rec["disparity"] = {"file": f"{wide_p.name} (depth item)", **drec}
-    elif winfo.get("depth_undecodable"):
-        warnings.append(f"{wide_p.name}: depth item present but cannot be decoded: " + "; ".join(winfo["depth_undecodable"]))
+    elif wdepths or winfo.get("depth_undecodable"):
+        try:
+            if not wdepths:
+                raise CaptureError("; ".join(winfo["depth_undecodable"]))
+            codes, rep, _ = wdepths[0]
+            disp, drec = decode_depth_item(codes, rep, {**parse_xmp(winfo.get("xmp")),
+                                                        **parse_xmp(winfo.get("depth_item_xmp"))})
+            rec["disparity"] = {"file": f"{wide_p.name} (depth item)", **drec}
+        except CaptureError as exc:
+            warnings.append(f"{wide_p.name}: depth item present but cannot be decoded: {exc}")
     else:
         warnings.append("no disparity (disparity.{png,npy,tif,exr} or a depth item in wide.heic)")
     if missing:
