@@ -3,7 +3,8 @@ Xin et al.'s 14-bit PNG pairs (``NNN_left.png``/``NNN_right.png`` + ``calibratio
 and Garg et al.'s layout (``raw_left_pd/<capture>/result_pd_left_<view>.png``).
 
 All return a :class:`Capture` with ``left``/``right`` float32 HxW in [0, 1] (green, linear) and a
-record of the detected encoding. DP disparity is horizontal; 2016x756-like views have pixels
+record of the levels: each layout's facts (never inferred from the data), the caller's overrides,
+and the remaining guesses with their sources. DP disparity is horizontal; 2016x756-like views have pixels
 twice as tall as wide (``pixel_aspect_y_over_x = 2``): see ``Capture.to_square_pixels``.
 """
 from __future__ import annotations
@@ -52,14 +53,12 @@ def pgm_layout(maxval: int) -> Layout:
         container_max=float(maxval))
 
 
-def pixel_aspect(shape: tuple[int, int], override: float | None = None,
-                 fixed: tuple[float, str] | None = None) -> tuple[float, str, bool]:
-    """y/x pixel aspect of DP views: (aspect, why, guessed). ``fixed``: the layout's fact; else
-    the shape decides (2 for the 2016x756 geometry, w/h ~ 8/3; else 1), which is a guess."""
+def pixel_aspect(shape: tuple[int, int], override: float | None = None) -> tuple[float, str, bool]:
+    """y/x pixel aspect of DP views: (aspect, why, guessed). Unless given, the shape decides (2
+    for the 2016x756 geometry, w/h ~ 8/3; else 1): a guess, since no layout stores it and a crop
+    of an anisotropic capture cannot be told from its shape."""
     if override is not None:
         return float(override), "given by caller", False
-    if fixed is not None:
-        return fixed[0], fixed[1], False
     h, w = shape
     if abs(w / h - ANISOTROPIC_RATIO) < 0.05:
         return 2.0, f"{w}x{h} has the Pixel DP view shape (w/h = 8/3): 2x horizontal, 4x vertical binning", True
