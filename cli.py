@@ -171,6 +171,18 @@ def _table(title: str, columns, rows, right=()):
     return table
 
 
+def _level_options():
+    """--black-level/--white-level/--bit-depth of ``inspect`` and ``run`` (DP sensor data)."""
+    return (typer.Option(None, "--black-level", help="Black level in stored 16-bit units (Pixel/Garg DP captures), "
+                         "instead of the layout's value (a guess only for the capture app's PGM)."),
+            typer.Option(None, "--white-level", help="White level in stored 16-bit units (Pixel/Garg DP captures)."),
+            typer.Option(None, "--bit-depth", help="Bits of the sensor data, 1..16; sets the white level the "
+                         "layout's way (Pixel 4 PNG: black + 2^K - 1) unless --white-level is given."))
+
+
+_BLACK, _WHITE, _DEPTH = _level_options()
+
+
 # --- commands ----------------------------------------------------------------------------
 
 
@@ -306,25 +318,88 @@ def evaluate(
                                               "omit to score only the baselines."),
     data: str = typer.Option("synthetic:test", help="synthetic:test (the fixed synthetic test split), "
                              "synthetic:phone (the phone-like split: Pixel 4 DP blur, grey and colour, sensor noise, "
-                             "photo scenes), a DPDD folder (its test split; RDPD) or npz shards from `synth --format npz`."),
-    count: int = typer.Option(16, help="Examples (synthetic split, or at most this many crops from DATA)."),
+                             "photo scenes), a DPDD folder (its test split; RDPD), npz shards from `synth --format npz`, "
+                             "or real-format captures with ground truth: Pixel NNN_left/right.png pairs with a "
+                             "gt_all_in_focus_im/ folder (full resolution), a DPDD folder with --full-res."),
+    count: Optional[int] = typer.Option(None, help="Examples (synthetic split, or at most this many crops from "
+                                        "DATA; default 16); on captures with ground truth: at most this many scenes "
+                                        "(default all)."),
     size: int = typer.Option(128, help="Test image size (square, multiple of 16): crops of DATA's images."),
     wiener: bool = typer.Option(True, help="Also score the classical baselines: Wiener deconvolution with the true "
                                 "PSF (RDPD, UiD); aligned UW and a per-pixel W/UW oracle (DC2)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores as JSON."),
     save_images: Optional[Path] = typer.Option(None, help="Also write DIR/<model>-evaluation.png: input, model, "
                                                "target and error map for the first examples (needs --checkpoint)."),
+    artifact: Optional[Path] = typer.Option(None, help="Captures with ground truth: an exported artifact folder "
+                                            "instead of --checkpoint (tiled over the full capture)."),
+    full_res: bool = typer.Option(False, "--full-res", help="Score a DPDD folder's test split whole, as captures "
+                                  "(input, model, unsharp masking; linear and sRGB), instead of crops."),
+    csv_out: Optional[Path] = typer.Option(None, "--csv", help="Captures with ground truth: also write one CSV row "
+                                           "per scene and method."),
+    search: int = typer.Option(32, help="Pixel ground truth: search +-N px around the centred position for the "
+                               "offset of maximum correlation with (L+R)/2."),
+    threads: int = typer.Option(2, help="Runtime threads (--artifact)."),
+    black_level: Optional[float] = _BLACK,
+    white_level: Optional[float] = _WHITE,
+    bit_depth: Optional[int] = _DEPTH,
 ) -> None:
     """PSNR / SSIM / MAE of a checkpoint next to doing nothing (the blurred input) and a classical
-    baseline (Wiener deconvolution with the true PSF), on the fixed synthetic test split."""
+    baseline (Wiener deconvolution with the true PSF), on the fixed synthetic test split. On real
+    captures with ground truth: PSNR / SSIM in linear and sRGB values per scene and mean, for the
+    input, the model, unsharp masking and the calibrated-kernel classical hook."""
+    from train.evaluate_captures import capture_set_kind
+
+    if capture_set_kind(data, full_res):
+        return _evaluate_captures(model, data, checkpoint, artifact, full_res, count, search, threads, json_out,
+                                  csv_out, {"black_level": black_level, "white_level": white_level,
+                                            "bit_depth": bit_depth})
+    from core.errors import UserError
     from train.evaluate import evaluate_command
 
-    res = evaluate_command(model, checkpoint, data, count, size, wiener, json_out, save_images)
+    given = [o for o, v in (("--artifact", artifact), ("--csv", csv_out), ("--black-level", black_level),
+                            ("--white-level", white_level), ("--bit-depth", bit_depth)) if v is not None]
+    if given:
+        raise UserError(f"{', '.join(given)}: only for captures with ground truth (Pixel pairs + gt_all_in_focus_im/, "
+                        "or a DPDD folder with --full-res)")
+    res = evaluate_command(model, checkpoint, data, 16 if count is None else count, size, wiener, json_out, save_images)
     console.print(_table(res["title"], ("task", "method", "PSNR dB", "SSIM", "MAE", "vs input dB"),
                          [(r["task"], r["method"], f"{r['psnr']:.2f}", f"{r['ssim']:.3f}", f"{r['mae']:.4f}",
                            f"{r['vs_input_db']:+.2f}") for r in res["rows"]]))
     if res["sheet"]:
         console.print(f"images: {res['sheet']}")
+
+
+def _evaluate_captures(model, data, checkpoint, artifact, full_res, count, search, threads, json_out, csv_out, levels):
+    """``evaluate`` on captures with ground truth: per-scene and mean tables, JSON/CSV."""
+    from train.evaluate_captures import evaluate_captures, write_outputs
+
+    bar, update = _progress(f"evaluate {model} on {data}")
+    with bar:
+        res = evaluate_captures(model, data, checkpoint=checkpoint, artifact=artifact, full_res=full_res,
+                                search=search, limit=count, threads=threads, levels=levels, progress=update)
+    written = write_outputs(res, json_out, csv_out)
+    inp = res["input"]
+    console.print(_table(f"{model} on {data}: per scene (PSNR dB linear / sRGB; vs input, linear)",
+                         ("scene", "offset y,x", *res["methods"]),
+                         [(r["scene"], ",".join(map(str, r["offset"])) if "offset" in r else "-",
+                           *[f"{r['scores'][m]['linear']['psnr']:.2f} / {r['scores'][m]['srgb']['psnr']:.2f}"
+                             + ("" if m == inp else f" ({r['vs_input_db'][m]['linear']:+.2f})")
+                             for m in res["methods"]]) for r in res["scenes"]]))
+    n = res["count"]
+    rows = []
+    for m in res["methods"]:
+        lin, srgb = res["summary"][m]["linear"], res["summary"][m]["srgb"]
+        vs = "-" if m == inp else f"{lin['vs_input_db']:+.2f} ({lin['vs_input_min']:+.2f} .. {lin['vs_input_max']:+.2f})"
+        rows.append((m, f"{lin['psnr']:.2f}", f"{lin['ssim']:.4f}", f"{srgb['psnr']:.2f}", f"{srgb['ssim']:.4f}", vs,
+                     "-" if m == inp else f"{lin['better_than_input']} / {n}"))
+    console.print(_table(f"mean over {n} scenes", ("method", "PSNR lin", "SSIM lin", "PSNR sRGB", "SSIM sRGB",
+                                                   "vs input dB (lin)", "better than input"), rows,
+                         right=("PSNR lin", "SSIM lin", "PSNR sRGB", "SSIM sRGB")))
+    console.print(f"classical (calibrated kernels): {'; '.join(res['classical'])}", soft_wrap=True)
+    for s in res["skipped"]:
+        console.print(f"[yellow]skipped[/] {s}", soft_wrap=True)
+    for what, path in written.items():
+        console.print(f"{what}: {path}")
 
 
 @command("run", log_beside="out")
@@ -341,13 +416,18 @@ def run_cmd(
                                                 "flow); --no-align-depth uses DIS optical flow only."),
     threads: int = typer.Option(2, help="Runtime threads."),
     force: bool = typer.Option(False, help="Replace --out if it exists."),
+    black_level: Optional[float] = _BLACK,
+    white_level: Optional[float] = _WHITE,
+    bit_depth: Optional[int] = _DEPTH,
 ) -> None:
-    """Run a capture through an exported artifact or a checkpoint; write outputs and a comparison."""
+    """Run a capture through an exported artifact or a checkpoint; write outputs and a comparison
+    (run.json records the capture's levels, their sources, any guess, and every processing step)."""
     from runtime_py.run_capture import run_on_capture
 
     res = run_on_capture(model, capture, out, artifact=artifact, checkpoint=checkpoint, focus=focus,
                          focus_mask=focus_mask, aperture=aperture, align_depth=align_depth, threads=threads,
-                         force=force, status=console.status)
+                         force=force, status=console.status,
+                         levels={"black_level": black_level, "white_level": white_level, "bit_depth": bit_depth})
     console.print(f"[green]wrote[/] {', '.join(res['outputs'])} + comparison.png to {res['path']} ({res['runtime']})")
 
 
@@ -376,12 +456,16 @@ def inspect(
     capture: Path = typer.Argument(..., help="A capture file or folder: Pixel *_left.pgm / NNN_left.png, Garg "
                                    "result_pd_left_<view>.png, a DPDD root, an iPhone .heic, or a UW+W bundle folder."),
     preview: Optional[Path] = typer.Option(None, "--preview", help="Write a preview PNG of what was read."),
+    black_level: Optional[float] = _BLACK,
+    white_level: Optional[float] = _WHITE,
+    bit_depth: Optional[int] = _DEPTH,
 ) -> None:
-    """Say what a capture holds: sizes, bit depth, black level, disparity range, metadata."""
+    """Say what a capture holds: sizes, bit depth, black level (and where each came from; GUESS
+    rows for values the format does not fix), disparity range, metadata, processing steps."""
     from runtime_py.captures import open_capture
     from runtime_py.captures.preview import capture_preview
 
-    cap = open_capture(capture)
+    cap = open_capture(capture, black_level=black_level, white_level=white_level, bit_depth=bit_depth)
     if preview:
         capture_preview(cap, preview)
     console.print(_table(f"{capture} ({cap.kind})", ("field", "value"), cap.summary()))

@@ -30,11 +30,18 @@ class RunError(UserError):
     """A capture that does not fit the model, or a bad focus request."""
 
 
-def _rgb(a: np.ndarray) -> np.ndarray:
+def _rgb(a: np.ndarray, name: str = "image", processing: list | None = None) -> np.ndarray:
+    """HxWx3 float32; a grey view is copied to the three channels (said in ``processing``)."""
     a = np.asarray(a, np.float32)
     if a.ndim == 2:
         a = a[..., None]
-    return np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a[..., :3]
+    if a.shape[2] == 1:
+        if processing is not None:
+            processing.append(f"{name}: grey (green) view copied to 3 channels")
+        return np.repeat(a, 3, axis=2)
+    if a.shape[2] > 3 and processing is not None:
+        processing.append(f"{name}: channels after the third dropped")
+    return a[..., :3]
 
 
 def focus_mask_from(shape: tuple[int, int], point: tuple[int, int] | None = None, mask_path: Path | None = None,
@@ -65,9 +72,11 @@ def model_inputs(model: str, capture: Capture, *, focus: tuple[int, int] | None 
     capture's fields (``models.spec``) that the model's spec asks for, packed by the spec.
     ``align_depth``: a dual-camera model's UW -> W flow comes from the capture's disparity
     (scale, direction and offset fitted to the images, depth edges re-decided by matching;
-    ``runtime_py.align``) rather than from DIS alone."""
+    ``runtime_py.align``) rather than from DIS alone. ``record["processing"]`` continues the
+    capture's own list with each step done here, as it is done."""
     spec = get(model)
-    rec: dict = {"capture": str(capture.path), "kind": capture.kind}
+    rec: dict = {"capture": str(capture.path), "kind": capture.kind, "capture_record": capture.record,
+                 "processing": list(capture.processing)}
     if spec.data.capture == "dual_pixel":
         fields = _dual_pixel_fields(spec, capture, rec, focus, focus_mask)
     elif spec.data.capture == "dual_camera":
@@ -83,7 +92,9 @@ def _dual_pixel_fields(spec, capture: Capture, rec: dict, focus, focus_mask) -> 
     if "left" not in capture.arrays:
         raise RunError(f"{capture.path}: {spec.name} needs a dual-pixel capture (left/right views), got {capture.kind}")
     cap = capture.to_square_pixels()
-    left, right = _rgb(cap.arrays["left"]), _rgb(cap.arrays["right"])
+    rec["processing"] += cap.processing[len(capture.processing):]
+    left = _rgb(cap.arrays["left"], "left", rec["processing"])
+    right = _rgb(cap.arrays["right"], "right", rec["processing"])
     h, w = left.shape[:2]
     rec["size"] = [h, w]
     fields = {"left": left, "right": right}
@@ -105,11 +116,17 @@ def _dual_camera_fields(spec, capture: Capture, rec: dict, focus, focus_mask, ap
     if "wide" not in capture.arrays or "ultrawide" not in capture.arrays:
         raise RunError(f"{capture.path}: {spec.name} needs a UW+W bundle (wide + ultrawide), got {capture.kind}")
     if "disparity" not in capture.arrays:
-        raise RunError(f"{capture.path}: {spec.name} needs a disparity map to build the target defocus map")
+        why = [w for w in capture.record.get("warnings", []) if "depth item" in w]
+        if isinstance(capture.record.get("disparity"), str):
+            why.append(capture.record["disparity"])
+        raise RunError(f"{capture.path}: {spec.name} needs a disparity map to build the target defocus map"
+                       + (f" ({'; '.join(why)})" if why else ""))
     wide, uw, disp = capture.arrays["wide"], capture.arrays["ultrawide"], capture.arrays["disparity"]
     al = align_uw_to_w(wide, uw, f_wide_px=capture.record.get("wide_focal_px"),
                        f_uw_px=capture.record.get("ultrawide_focal_px"), preset=preset,
                        disparity=disp if align_depth else None)
+    how = "disparity-guided flow" if align_depth else f"DIS optical flow, preset {preset}"
+    rec["processing"].append(f"ultrawide warped onto the wide grid ({how}; runtime_py.align)")
     h, w = wide.shape[:2]
     mask = focus_mask_from((h, w), focus, focus_mask) if (focus or focus_mask) else None
     dr = float(np.ptp(disp)) or 1.0
@@ -120,6 +137,8 @@ def _dual_camera_fields(spec, capture: Capture, rec: dict, focus, focus_mask, ap
                                          (capture.record.get("disparity") or {}).get("units"))
     rec.update({"size": [h, w], "alignment": al.report.__dict__ if hasattr(al.report, "__dict__") else str(al.report),
                 "target_defocus": trec, "wide_defocus": orec, "aperture": aperture})
+    rec["processing"].append(f"target defocus map from the disparity x {scale:.4g} px per disparity unit "
+                             f"(aperture {aperture:g})")
     return {"wide": wide, "ultrawide": al.warped, "defocus_wide": own, "defocus_target": target,
             "radial": radial_map(h, w).astype(np.float32)}
 
@@ -132,22 +151,29 @@ def _pad_to(inputs: dict, th: int, tw: int) -> tuple[dict, tuple[int, int]]:
     return {k: np.pad(v, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="reflect") for k, v in inputs.items()}, (h, w)
 
 
-def run(runner: ModelRunner, model: str, inputs: dict, overlap: int = 32) -> dict:
+def run(runner: ModelRunner, model: str, inputs: dict, overlap: int = 32, processing: list | None = None) -> dict:
     """Run a (possibly fixed-size) runner over inputs of any size; returns NCHW outputs. A
-    sequence model's state starts at zero (and, tiled, streams per tile)."""
+    sequence model's state starts at zero (and, tiled, streams per tile). The padding or tiling
+    is appended to ``processing``."""
     spec = get(model)
     h, w = next(iter(inputs.values())).shape[-2:]
     radial = RadialInput(*spec.radial_input) if spec.radial_input else None
+    say = processing.append if processing is not None else (lambda _: None)
     if runner.size is None:  # PyTorch: pad to a multiple of 16, run whole
         m = spec.size_multiple
         th, tw = -(-h // m) * m, -(-w // m) * m
         padded, _ = _pad_to(inputs, th, tw)
+        say(f"run whole at full resolution: {w}x{h}" + (f" reflect-padded to {tw}x{th} (multiple of {m}), outputs "
+                                                       "cropped back" if (th, tw) != (h, w) else ""))
         variant = runner.manifest.get("variant") or "mobile"
         padded.update({k: v.numpy() for k, v in spec.zero_state(variant, th, tw).items()})
         outs = runner(padded)
         return {k: v[..., : int(round(h * v.shape[-2] / th)), : int(round(w * v.shape[-1] / tw))] for k, v in outs.items()}
     th, tw = runner.size
     padded, (h0, w0) = _pad_to(inputs, th, tw)
+    ph, pw = next(iter(padded.values())).shape[-2:]
+    if (ph, pw) != (h, w):
+        say(f"{w}x{h} reflect-padded to the artifact's {tw}x{th}, outputs cropped back")
     if spec.is_sequence:
         frame_inputs = [n for n in spec.input_names if n not in spec.state_map]
         if len(frame_inputs) != 1:
@@ -158,8 +184,12 @@ def run(runner: ModelRunner, model: str, inputs: dict, overlap: int = 32) -> dic
                                          radial_channel=radial.channel if radial and radial.name == frame_input else None,
                                          state_io=tuple(spec.state_map.items()))
         outs = {spec.main_output: streaming(padded[frame_input])}
+        say(f"streamed in {tw}x{th} tiles (overlap {min(overlap, th // 2)} px, state per tile) at full resolution")
     else:
-        outs = TiledRunner(runner, (th, tw), overlap=min(overlap, th // 2, tw // 2), radial=radial)(padded)
+        ov = min(overlap, th // 2, tw // 2)
+        outs = TiledRunner(runner, (th, tw), overlap=ov, radial=radial)(padded)
+        if (pw, ph) != (tw, th):
+            say(f"tiled at full resolution: {tw}x{th} tiles, overlap {ov} px, blended")
     H, W = padded[next(iter(padded))].shape[-2:]
     return {k: v[..., : int(round(h0 * v.shape[-2] / H)), : int(round(w0 * v.shape[-1] / W))] for k, v in outs.items()}
 
@@ -207,25 +237,28 @@ def parse_point(text: str | None) -> tuple[int, int] | None:
 def run_on_capture(model: str, capture: Path, out: Path, *, artifact: Path | None = None,
                    checkpoint: Path | None = None, focus: str | None = None, focus_mask: Path | None = None,
                    aperture: float = 1.0, align_depth: bool = True, threads: int = 2, force: bool = False,
-                   status=None) -> dict:
+                   status=None, levels: dict | None = None) -> dict:
     """What ``cli.py run`` does: a capture through an exported artifact (on its runtime) or a
     checkpoint (PyTorch), outputs written to ``out``. ``status(text)`` is a context manager
-    shown while the model runs. Returns {"path", "outputs", "runtime"}."""
+    shown while the model runs; ``levels``: black_level / white_level / bit_depth overrides for
+    the capture reader. Returns {"path", "outputs", "runtime"}."""
     import contextlib
 
-    from runtime_py.captures import open_capture
+    from runtime_py.captures import check_level_overrides, open_capture
     from runtime_py.runners import TorchRunner, load
 
+    levels = {k: v for k, v in (levels or {}).items() if v is not None}
+    check_level_overrides(**levels)
     if (artifact is None) == (checkpoint is None):
         raise RunError("give exactly one of --artifact DIR or --checkpoint PATH")
     point = parse_point(focus)
     runner = load(artifact, threads=threads) if artifact else TorchRunner.from_checkpoint(checkpoint, model)
     if artifact and runner.manifest.get("model") != model:
         raise RunError(f"{artifact}: artifact is of model {runner.manifest.get('model')!r}, not {model!r}")
-    inputs, record = model_inputs(model, open_capture(capture), focus=point, focus_mask=focus_mask,
+    inputs, record = model_inputs(model, open_capture(capture, **levels), focus=point, focus_mask=focus_mask,
                                   aperture=aperture, align_depth=align_depth)
     with (status or (lambda _: contextlib.nullcontext()))(f"running {model} on {runner.runtime}"):
-        outputs = run(runner, model, inputs)
+        outputs = run(runner, model, inputs, processing=record["processing"])
     record.update({"model": model, "runtime": runner.runtime, "source": runner.source})
     return {"path": write_outputs(out, model, inputs, outputs, record, force=force), "outputs": sorted(outputs),
             "runtime": runner.runtime}

@@ -74,6 +74,37 @@ def test_run_command_writes_outputs(pixel_capture, uid_artifacts, tmp_path):
     assert img.dtype == np.uint16 and img.shape == (48, 80, 3)
 
 
+def test_run_json_records_levels_guesses_and_every_processing_step(pixel_capture, uid_artifacts, tmp_path):
+    import json
+
+    _, art, _ = uid_artifacts
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli.app, ["run", "--model", "uid", "--capture", str(pixel_capture), "--artifact", str(art),
+                                       "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    rec = json.loads((out / "run.json").read_text())
+    cap = rec["capture_record"]
+    assert cap["black_level_code"] == 64.0 and cap["white_level"] == 65535
+    assert cap["level_sources"]["white_level"] == "PGM header maxval 65535"
+    assert cap["guesses"][0].startswith("black_level 4099.94: nominal black level of the Pixel DP capture app")
+    steps = rec["processing"]
+    assert steps[0].startswith("left, right: (value - 4099.94) / 61435.1, clipped to [0, 1]: black level 4099.94 "
+                               "(a guess), white level 65535")
+    assert "left: grey (green) view copied to 3 channels" in steps and "right: grey (green) view copied to 3 channels" in steps
+    assert steps[-1] == "tiled at full resolution: 32x32 tiles, overlap 16 px, blended" and len(steps) == 4
+    # the override is applied and recorded: no guess left
+    out2 = tmp_path / "out2"
+    res = CliRunner().invoke(cli.app, ["run", "--model", "uid", "--capture", str(pixel_capture), "--artifact", str(art),
+                                       "--out", str(out2), "--black-level", "4100"])
+    assert res.exit_code == 0, res.output
+    rec = json.loads((out2 / "run.json").read_text())
+    assert rec["capture_record"]["level_sources"]["black_level"] == "given by caller"
+    assert not any(g.startswith("black_level") for g in rec["capture_record"]["guesses"])
+    r = CliRunner().invoke(cli.app, ["run", "--model", "uid", "--capture", str(pixel_capture), "--artifact", str(art),
+                                     "--out", str(tmp_path / "o3"), "--white-level", "100", "--black-level", "200"])
+    assert r.exit_code == 2 and "--black-level 200 must be below --white-level 100" in r.output
+
+
 def test_run_errors_are_clear(pixel_capture, uid_artifacts, tmp_path):
     _, art, _ = uid_artifacts
     r = CliRunner().invoke(cli.app, ["run", "--model", "rdpd", "--capture", str(pixel_capture), "--artifact", str(art),

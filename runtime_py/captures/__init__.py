@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runtime_py.captures.common import Capture, CaptureError, detect_encoding, read_pgm
+from runtime_py.captures.common import Capture, CaptureError, Layout, apply_layout, check_level_overrides, read_pgm
 from runtime_py.captures.dpdd import DPDDDataset, find_splits
 from runtime_py.captures.iphone import (decode_depth_item, disparity_from_codes, focal_length_px, parse_xmp,
                                         read_bundle, read_heic)
 from runtime_py.captures.pixel import GARG_RE, read_garg, read_pixel_pgm, read_pixel_png
 
 __all__ = ["Capture", "CaptureError", "DPDDDataset", "open_capture", "read_pixel_pgm", "read_pixel_png",
-           "read_garg", "read_heic", "read_bundle", "detect_encoding", "read_pgm", "parse_xmp",
+           "read_garg", "read_heic", "read_bundle", "Layout", "apply_layout", "check_level_overrides", "read_pgm", "parse_xmp",
            "disparity_from_codes", "decode_depth_item", "focal_length_px", "detect_format"]
 
 
@@ -61,10 +61,18 @@ def _first(folder: Path, pattern: str) -> Path:
 
 def open_capture(path, **options) -> Capture:
     """Read any supported capture. Options go to the reader (``black_level``, ``white_level``,
-    ``bit_depth``, ``vignetting``, ``view``, ``split``, ``index``). A folder of several DP pairs
+    ``bit_depth`` (DP sensor data only: validated here), ``vignetting``, ``view``, ``split``,
+    ``index``; None means "not given"). A folder of several DP pairs
     opens its first pair (sorted); a DPDD root opens sample ``index`` (default 0)."""
     p = Path(path)
     kind = detect_format(p)
+    levels = {k: options.get(k) for k in ("black_level", "white_level", "bit_depth") if options.get(k) is not None}
+    check_level_overrides(**levels, where=str(p))
+    if levels and kind not in ("pixel_pgm", "pixel_png", "garg"):
+        given = ", ".join("--" + k.replace("_", "-") for k in levels)
+        raise CaptureError(f"{p}: {given} apply to Pixel and Garg dual-pixel captures (16-bit sensor data), "
+                           f"not to a {kind} capture")
+    options = {k: v for k, v in options.items() if v is not None}
     if kind == "bundle":
         return read_bundle(p)
     if kind == "iphone_heic":

@@ -49,6 +49,7 @@ class DPDDDataset:
         if split not in splits:
             raise CaptureError(f"{self.root}: split {split!r} not found; found {splits}")
         self.split, self.landscape = split, landscape
+        self._rotated: set[Path] = set()  # files turned to landscape on reading
         r = self.root
         self.combined = _listing(r / f"{split}_c" / "source")
         self.left = _listing(r / f"{split}_l" / "source")
@@ -74,6 +75,7 @@ class DPDDDataset:
         x = img.astype(np.float32) / np.float32(65535.0)
         if self.landscape and x.shape[0] > x.shape[1]:
             x = np.ascontiguousarray(cv2.rotate(x, cv2.ROTATE_90_CLOCKWISE))
+            self._rotated.add(path)
         return x
 
     def __getitem__(self, i: int):
@@ -109,4 +111,7 @@ class DPDDDataset:
                "colour": "sRGB-encoded as stored (not linearised)", "pairing": "sorted order per folder",
                "orientation": "portrait rotated 90 deg clockwise to landscape" if self.landscape else "as stored",
                "pixel_aspect_y_over_x": 1.0}
-        return Capture("dpdd", self.root, arrays, rec)
+        steps = [f"{', '.join(arrays)}: stored 16-bit values / 65535 (sRGB-encoded as stored, not linearised)"]
+        if self.landscape and self.left[i] in self._rotated:
+            steps.append("portrait images rotated 90 degrees clockwise to landscape")
+        return Capture("dpdd", self.root, arrays, rec, processing=steps)

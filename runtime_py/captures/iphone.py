@@ -114,8 +114,68 @@ def _heif():
     return pillow_heif
 
 
+EXIF_TAGS = {"focal_length_mm": (0x920A, "EXIF FocalLength"),
+             "focal_length_35mm": (0xA405, "EXIF FocalLengthIn35mmFilm"), "f_number": (0x829D, "EXIF FNumber")}
+
+
+def exif_optics(exif: bytes | None) -> dict:
+    """Focal length (mm, and 35 mm equivalent) and f-number from EXIF: {name: {value, source}}."""
+    if not exif:
+        return {}
+    from PIL import Image
+    from PIL.ExifTags import IFD
+
+    try:
+        tags = Image.Exif()
+        tags.load(exif)
+        sub = dict(tags.get_ifd(IFD.Exif))
+    except (ValueError, TypeError, SyntaxError, OSError, KeyError):
+        return {}
+    out = {}
+    for name, (tag, source) in EXIF_TAGS.items():
+        value = sub.get(tag, tags.get(tag))
+        try:
+            value = float(value) if value is not None else None
+        except (TypeError, ValueError, ZeroDivisionError):
+            value = None
+        if value and math.isfinite(value) and value > 0:
+            out[name] = {"value": round(value, 4), "source": source}
+    return out
+
+
+def _primary_c(heif):
+    """pillow-heif's C-level handle of the primary image (None if its layout changes)."""
+    images = getattr(heif, "_images", None)
+    return getattr(images[getattr(heif, "primary_index", 0)], "_c_image", None) if images else None
+
+
+def _depth_status(data: bytes, heif, info: dict) -> tuple[list, list[str], list]:
+    """(decoded depth images as (codes, representation info, depth item id)), reasons why depth
+    items present in the file cannot be decoded, and the file's depth items (``heif_boxes``)."""
+    from runtime_py.captures.heif_boxes import depth_items
+
+    items = depth_items(data)
+    raw = list(getattr(_primary_c(heif), "depth_image_list", None) or [])
+    reasons = [f"libheif could not open depth image {i + 1} of {len(raw)}" for i, d in enumerate(raw) if d is None]
+    decoded = []
+    for n, d in enumerate(info.get("depth_images") or []):
+        try:
+            codes = np.asarray(d)
+        except (ValueError, RuntimeError, OSError, EOFError, SyntaxError) as exc:
+            reasons.append(f"depth image {n + 1}: {exc}")
+            continue
+        decoded.append((codes[..., 0] if codes.ndim == 3 else codes, d.info.get("metadata"),
+                        items[n].id if n < len(items) else None))
+    if not decoded and not reasons and items:
+        kinds = ", ".join(f"item {i.id} of type {i.type!r}" for i in items)
+        reasons.append(f"{kinds} ({items[0].aux_type}); the HEIF decoder (libheif via pillow-heif) does not deliver "
+                       "it (an item type it cannot decode)")
+    return decoded, reasons, items
+
+
 def read_heic_image(path: Path) -> tuple[np.ndarray, dict, list]:
-    """(RGB float32 [0, 1], info dict, depth images) of a HEIC's primary image."""
+    """(RGB float32 [0, 1], info dict, decoded depth images) of a HEIC's primary image. ``info``
+    gains ``depth_undecodable`` (reasons), ``depth_item_xmp`` and ``camera_intrinsic_matrix``."""
     path = check_file(path, "HEIC file")
     ph = _heif()
     try:
@@ -130,36 +190,88 @@ def read_heic_image(path: Path) -> tuple[np.ndarray, dict, list]:
     img = arr.astype(np.float32) / np.float32(255.0 if arr.dtype == np.uint8 else 65535.0)
     info = dict(heif.info)
     info["bit_depth"] = bits
-    return np.clip(img, 0, 1), info, list(info.get("depth_images") or [])
+    data = path.read_bytes()
+    depths, reasons, items = _depth_status(data, heif, info)
+    info["depth_undecodable"] = reasons
+    info["depth_items"] = [f"item {i.id} ({i.type}, {i.aux_type})" for i in items]
+    if depths and depths[0][2] is not None:
+        from runtime_py.captures.heif_boxes import xmp_of
+
+        info["depth_item_xmp"] = xmp_of(data, depths[0][2])
+    cmin = getattr(_primary_c(heif), "camera_intrinsic_matrix", None)
+    if cmin:
+        info["camera_intrinsic_matrix"] = cmin
+    return np.clip(img, 0, 1), info, depths
+
+
+def heic_intrinsics(info: dict, xmp: dict, depth_xmp: dict, width: int) -> tuple[dict, list[str]]:
+    """Intrinsics and optics of a HEIC, each value with its source: the depth item's calibration
+    data (its XMP ``apdi:IntrinsicMatrix``), the primary's XMP, the HEIF ``cmin`` property, EXIF
+    (focal length in mm, 35 mm equivalent, f-number); and what is missing."""
+    out: dict = {}
+    for where, x in (("depth item calibration data (XMP apdi:IntrinsicMatrix)", depth_xmp),
+                     ("primary image XMP (apdi:IntrinsicMatrix)", xmp)):
+        k = intrinsics_from_xmp(x)
+        if k:
+            out["matrix"] = {**k, "source": where}
+            break
+    cmin = info.get("camera_intrinsic_matrix")
+    if "matrix" not in out and cmin:
+        fx, fy, cx, cy = (float(v) for v in tuple(cmin)[:4])
+        out["matrix"] = {"fx": fx, "fy": fy, "cx": cx, "cy": cy, "source": "HEIF camera intrinsic matrix (cmin)"}
+    out.update(exif_optics(info.get("exif")))
+    if "matrix" in out:
+        ref = out["matrix"].get("reference_width", width)
+        out["focal_px"] = {"value": round(out["matrix"]["fx"] * width / ref, 2),
+                           "source": out["matrix"]["source"] + (f", scaled {width}/{ref:g}" if ref != width else "")}
+    elif "focal_length_35mm" in out:
+        f35 = out["focal_length_35mm"]["value"]
+        out["focal_px"] = {"value": round(width * f35 / 36.0, 2), "source": f"EXIF 35 mm equivalent ({f35:g} mm on a "
+                           "36 mm wide frame): an estimate, the principal point is not known"}
+    missing = [what for n, what in (("matrix", "intrinsic matrix (no apdi:IntrinsicMatrix in the depth item's or "
+                                  "primary's XMP, no HEIF cmin)"), ("focal_length_mm", "EXIF FocalLength"),
+                                 ("focal_length_35mm", "EXIF FocalLengthIn35mmFilm"), ("f_number", "EXIF FNumber"),
+                                 ("focal_px", "focal length in pixels")) if n not in out]
+    return out, missing
 
 
 def read_heic(path) -> Capture:
-    """Portrait HEIC: main image as ``wide`` and, when present, the depth item as ``disparity``."""
+    """Portrait HEIC: main image as ``wide`` and, when present, the depth item as ``disparity``.
+    A depth item the decoder cannot deliver is reported (``record["disparity"]``), not an error:
+    what needs the disparity (``run``) refuses with that reason."""
     path = Path(path)
     img, info, depths = read_heic_image(path)
     xmp = parse_xmp(info.get("xmp"))
+    depth_xmp = parse_xmp(info.get("depth_item_xmp"))
     rec = {"format": "HEIC (pillow-heif)", "files": [str(path)], "size": f"{img.shape[1]}x{img.shape[0]}",
            "bit_depth": info["bit_depth"], "colour": "as stored (sRGB-encoded)",
-           "auxiliary_images": {k: len(v) for k, v in (info.get("aux") or {}).items()}}
+           "auxiliary_images": {k: len(v) for k, v in (info.get("aux") or {}).items()},
+           "depth_items": info["depth_items"]}
     if any("portraiteffectsmatte" in k for k in (info.get("aux") or {})):
         rec["portrait_matte"] = "present (person matte, not disparity; not read)"
     arrays = {"wide": img}
+    steps = [f"wide: stored {info['bit_depth']}-bit values / {2 ** info['bit_depth'] - 1} (sRGB-encoded as stored)"]
+    disp = None
     if depths:
-        d = depths[0]
-        codes = np.asarray(d)
-        if codes.ndim == 3:
-            codes = codes[..., 0]
-        disp, drec = decode_depth_item(codes, d.info.get("metadata"), xmp)
+        codes, rep, _ = depths[0]
+        try:
+            disp, drec = decode_depth_item(codes, rep, {**xmp, **depth_xmp})
+        except CaptureError as exc:
+            info["depth_undecodable"].append(str(exc))
+    if disp is not None:
         check_finite(disp, path, "disparity")
         arrays["disparity"] = disp
         rec["disparity"] = drec
         rec["disparity_range"] = [float(disp.min()), float(disp.max())]
+        steps.append(f"disparity: {drec['formula']} (range from {drec['range_source']})")
+    elif info["depth_undecodable"]:
+        rec["disparity"] = "depth item present but cannot be decoded: " + "; ".join(info["depth_undecodable"])
     else:
         rec["disparity"] = "no depth image in this HEIC"
-    intr = intrinsics_from_xmp(xmp)
-    if intr:
-        rec["intrinsics"] = intr
-    return Capture("iphone_heic", path, arrays, rec, {"xmp": xmp})
+    intr, missing = heic_intrinsics(info, xmp, depth_xmp, img.shape[1])
+    rec["intrinsics"] = intr or "none found"
+    rec["intrinsics_missing"] = missing
+    return Capture("iphone_heic", path, arrays, rec, {"xmp": xmp, "depth_xmp": depth_xmp}, steps)
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,11 +412,16 @@ def read_bundle(path) -> Capture:
     if disp_p is not None:
         disp, drec = _read_disparity(disp_p, meta, missing)
         rec["disparity"] = drec
-    elif wdepths:
-        codes = np.asarray(wdepths[0])
-        disp, drec = decode_depth_item(codes[..., 0] if codes.ndim == 3 else codes, wdepths[0].info.get("metadata"),
-                                       parse_xmp(winfo.get("xmp")))
-        rec["disparity"] = {"file": f"{wide_p.name} (depth item)", **drec}
+    elif wdepths or winfo.get("depth_undecodable"):
+        try:
+            if not wdepths:
+                raise CaptureError("; ".join(winfo["depth_undecodable"]))
+            codes, rep, _ = wdepths[0]
+            disp, drec = decode_depth_item(codes, rep, {**parse_xmp(winfo.get("xmp")),
+                                                        **parse_xmp(winfo.get("depth_item_xmp"))})
+            rec["disparity"] = {"file": f"{wide_p.name} (depth item)", **drec}
+        except CaptureError as exc:
+            warnings.append(f"{wide_p.name}: depth item present but cannot be decoded: {exc}")
     else:
         warnings.append("no disparity (disparity.{png,npy,tif,exr} or a depth item in wide.heic)")
     if missing:
