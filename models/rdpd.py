@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import losses
-from .blocks import ConvAct, ConvLSTMCell, upsample2
+from .blocks import ConvAct, ConvLSTMCell, upsample2, zero_mean
 from .examples import dp_pair
 from .radial import radial_map_torch
 from .spec import IMG, INF, DataSpec, EvalTask, ModelSpec, TensorSpec, chw
@@ -28,6 +28,10 @@ class RDPDConfig:
     in_ch: int = 7  # left RGB + right RGB + radial map
     dropout: float = 0.4  # ConvLSTM input dropout in training (seed 004)
     residual: bool = False  # our addition for small CPU-trained variants: y = clamp(combined + head)
+    # our addition (issue 13): with ``residual``, the head is linear (no ReLU before the 1x1 conv,
+    # which limited the residual to a positive cone of 3 maps: colour casts) and the residual has
+    # zero mean per channel (``blocks.zero_mean``: brightness and colour kept)
+    linear_residual: bool = False
 
     @property
     def scale(self) -> int:
@@ -38,8 +42,8 @@ RDPD_VARIANTS: dict[str, RDPDConfig] = {
     "paper": RDPDConfig(),
     # mobile: width multiplier 0.25 on the deep levels, but 16-48 channels at 1x-1/4: with 8 at full
     # resolution the net could not even overfit one batch (docs/MODELS.md, "RDPD mobile widths")
-    "mobile": RDPDConfig(widths=(16, 32, 48, 64), bottleneck=128, residual=True),
-    "tiny": RDPDConfig(widths=(4, 4, 8, 8), bottleneck=16, residual=True),
+    "mobile": RDPDConfig(widths=(16, 32, 48, 64), bottleneck=128, residual=True, linear_residual=True),
+    "tiny": RDPDConfig(widths=(4, 4, 8, 8), bottleneck=16, residual=True, linear_residual=True),
 }
 
 
@@ -82,7 +86,7 @@ class RDPD(nn.Module):
         for cw in reversed(w):
             self.dec.append(_UpLevel(cin, cw, cw))
             cin = cw
-        self.head = ConvAct(w[0], 3, act="relu")
+        self.head = ConvAct(w[0], 3, act=None if config.linear_residual else "relu")
         self.linear = nn.Conv2d(3, 3, 1)
         if config.residual:  # start as the identity on the combined view (L + R) / 2
             nn.init.zeros_(self.linear.weight)
@@ -115,6 +119,8 @@ class RDPD(nn.Module):
         for level, skip in zip(self.dec, reversed(skips)):
             f = level(f, skip)
         y = self.linear(self.head(f))
+        if self.config.linear_residual:
+            y = zero_mean(y)
         if self.config.residual:
             y = y + 0.5 * (x[:, 0:3] + x[:, 3:6])
         y = torch.clamp(y, 0.0, 1.0)
