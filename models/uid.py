@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import losses
-from .blocks import ConvAct, SymmetricKernelBank, UpConv, res_stack, upsample2
+from .blocks import ConvAct, ResizeConv, SymmetricKernelBank, UpConv, res_stack, upsample2, zero_mean
 from .examples import centre_mask, dp_pair
 from .spec import IMG, DataSpec, EvalTask, ModelSpec, TensorSpec, chw
 
@@ -46,13 +46,17 @@ class UiDConfig:
     inv_size: int = 17
     disparity_levels: tuple[float, ...] = (-1.5, -0.5, 0.5, 1.5)
     rho: float = 4.0
+    # issue 13: nearest + conv up-sampling (no transposed-conv grid) and a zero-mean decoder
+    # residual (brightness and colour kept); the paper variant keeps transposed convs
+    resize_up: bool = False
 
 
 UID_VARIANTS: dict[str, UiDConfig] = {
     "paper": UiDConfig(),
-    "mobile": UiDConfig(widths=(24, 48, 96), out_ch=16, stem_ch=16, geo_ch=32, embed_ch=16, n_kernels=8),
+    "mobile": UiDConfig(widths=(24, 48, 96), out_ch=16, stem_ch=16, geo_ch=32, embed_ch=16, n_kernels=8,
+                        resize_up=True),
     "tiny": UiDConfig(widths=(8, 8, 16), out_ch=4, n_res_enc=1, n_res_dec=(0, 1, 1), stem_ch=4, geo_ch=8,
-                      embed_ch=4, n_kernels=4, kernel_size=5, inv_size=9),
+                      embed_ch=4, n_kernels=4, kernel_size=5, inv_size=9, resize_up=True),
 }
 
 
@@ -149,7 +153,8 @@ class UiD(nn.Module):
         # decoder
         self.dec_in = nn.Conv2d(c3 + g, c3, 1)
         self.dec = nn.ModuleList([res_stack(c, n) for c, n in zip((c3, c2, c1), config.n_res_dec)])
-        self.up = nn.ModuleList([UpConv(c3, c2), UpConv(c2, c1), UpConv(c1, config.out_ch)])
+        up = ResizeConv if config.resize_up else UpConv
+        self.up = nn.ModuleList([up(c3, c2), up(c2, c1), up(c1, config.out_ch)])
         self.out = nn.Sequential(ConvAct(config.out_ch + 6 + 3, config.out_ch), nn.Conv2d(config.out_ch, 3, 3, padding=1))
         with torch.no_grad():  # start as "deblur through the bank only"
             self.out[-1].weight.mul_(0.1)
@@ -198,7 +203,8 @@ class UiD(nn.Module):
         d = self.dec[1](self.up[0](d) + skips[1])
         d = self.dec[2](self.up[1](d) + skips[0])
         d = self.up[2](d)
-        aif = deblurred + self.out(torch.cat([d, x, deblurred], dim=1))
+        residual = self.out(torch.cat([d, x, deblurred], dim=1))
+        aif = deblurred + (zero_mean(residual) if self.config.resize_up else residual)
         refocused = self.bank.apply_bank(aif, self.bank.current_kernels(), a_reb)
         defocus = torch.clamp(self.up8(f_d), -1.0, 1.0)
         return torch.clamp(aif, 0.0, 1.0), torch.clamp(refocused, 0.0, 1.0), defocus
