@@ -262,6 +262,9 @@ def train(
                                                 "bit-exact."),
     publish: Optional[Path] = typer.Option(None, help="After training, write an fp16 starter checkpoint to "
                                            "this folder (<model>-<variant>.safetensors + .json)."),
+    psf_bank: Optional[Path] = typer.Option(None, help="Render the synthetic pool with this PSF bank (.npz), e.g. "
+                                            "one from `calibrate fit` (field-varying PSFs when it has a field "
+                                            "grid): device-specific training data. DP models only."),
 ) -> None:
     """Train a model on the synthetic engine's data (configs in train/configs/*.yaml).
     Multi-GPU: torchrun --nproc_per_node=N cli.py train ..."""
@@ -271,7 +274,8 @@ def train(
                                             "out": str(out), "device": device, "threads": threads,
                                             "init": str(init) if init else None, "pool_size": pool_size,
                                             "data": data or None, "lr_halving_steps": lr_halving_steps,
-                                            "patch": patch, "pool_image": pool_image, "refresh_every": refresh_every},
+                                            "patch": patch, "pool_image": pool_image, "refresh_every": refresh_every,
+                                            "psf_bank": str(psf_bank) if psf_bank else None},
                            resume=resume)
     main_rank = os.environ.get("RANK", "0") == "0"  # torchrun: only rank 0 reports
     bar, update = _progress(f"train {model}-{variant}")

@@ -272,7 +272,9 @@ def magnify_kernel(kernel: np.ndarray, scale: float, size: int | None = None,
     degrees when ``scale < 0`` (Xin et al.: depth acts as a signed kernel scale), resampled into
     a ``size`` x ``size`` array (odd; default fits the result) with the centroid at the array
     centre, renormalised to the input's sum. Area-weighted (``supersample``^2 samples per output
-    pixel), so shrinking does not alias; |scale| too small for one pixel gives a delta."""
+    pixel), so shrinking does not alias; |scale| too small for one pixel gives a delta. For a DP
+    pair pass the pair's common ``centre`` (e.g. the centroid of left + right): recentring each view
+    on its own centroid would erase the disparity."""
     k = np.asarray(kernel, np.float64)
     total = float(k.sum())
     f = k.shape[0]

@@ -16,14 +16,18 @@ full frame (``models.radial``). All arrays are float32 CHW (clips: T x C x H x W
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import cv2
 import numpy as np
 
 from calibration.cameras import RDPD_CAMERA_SETS, get_camera, get_pair
 from models.radial import radial_map
+from calibration.psf_bank import PSFBank
 from synth.dp_sample import make_dp_sample
+from synth.field_render import bank_provider
 from synth.dual_camera import make_dual_camera_sample
 from synth.scenes import random_scene
 
@@ -85,8 +89,29 @@ def example_from_frames(spec, frames: list[dict], meta: dict | None = None) -> E
 # ----------------------------------------------------------------------------- renderers
 
 
+@lru_cache(maxsize=4)
+def load_bank(path: str) -> PSFBank:
+    """A PSF bank file, read once per process (pool slots share it)."""
+    return PSFBank.load(path)
+
+
+def _bank_psf(psf_bank: str | None, rng: np.random.Generator):
+    """The PSF provider of a ``--psf-bank`` file (field-varying when it has a field grid), or
+    None for the Butterworth model's random parameters. Draws from ``rng`` only with a bank, so
+    runs without one keep their random streams."""
+    if not psf_bank:
+        return None
+    bank = load_bank(str(psf_bank))
+    return bank_provider(bank, int(rng.integers(len(bank.params))))
+
+
+def accepts_psf_bank(renderer: str) -> bool:
+    """Whether a renderer of ``RENDERERS`` can render with a PSF bank."""
+    return "psf_bank" in inspect.signature(RENDERERS[renderer]).parameters
+
+
 def dp_clip(rng: np.random.Generator, size=(128, 128), frames: int = 4, camera: str | None = None,
-            motion_px: float = 3.0, device="cpu") -> tuple[list[dict], dict]:
+            motion_px: float = 3.0, device="cpu", psf_bank: str | None = None) -> tuple[list[dict], dict]:
     """Fields of a DP clip (left, right, combined, sharp, coc, radial per frame) and its meta."""
     h, w = size
     cam = get_camera(camera or RDPD_CAMERA_SETS[int(rng.integers(len(RDPD_CAMERA_SETS)))])
@@ -95,7 +120,7 @@ def dp_clip(rng: np.random.Generator, size=(128, 128), frames: int = 4, camera: 
     front = -float(rng.uniform(*FRONT_BLUR_FRACTION)) * cam.max_coc_px
     near = min(max(cam.depth_range_m[0], cam.depth_for_coc(front)), 0.9 * cam.focus_distance)
     scene = random_scene("mixed", *big, seed=int(rng.integers(2**31)), near_m=near, far_m=cam.depth_range_m[1])
-    s = make_dp_sample(scene, cam, rng=rng, distortion=False, device=device)
+    s = make_dp_sample(scene, cam, rng=rng, distortion=False, device=device, psf=_bank_psf(psf_bank, rng))
     y0, x0 = pick_textured_crop(s.sharp, (h + 2 * m, w + 2 * m), rng)
     fh, fw, top, left = _radial_for_crop(h, w, rng, margin=m)
     out = []
@@ -145,14 +170,15 @@ def dual_camera_fields(s, rng: np.random.Generator, all_in_focus_prob: float = 0
 
 
 def dp_refocus(rng: np.random.Generator, size=(128, 128), camera: str | None = None,
-               device="cpu") -> tuple[list[dict], dict]:
+               device="cpu", psf_bank: str | None = None) -> tuple[list[dict], dict]:
     """Fields of one DP frame with a focus mask and its refocus render."""
     h, w = size
     cam = get_camera(camera or RDPD_CAMERA_SETS[int(rng.integers(len(RDPD_CAMERA_SETS)))])
     front = -float(rng.uniform(*FRONT_BLUR_FRACTION)) * cam.max_coc_px
     near = min(max(cam.depth_range_m[0], cam.depth_for_coc(front)), 0.9 * cam.focus_distance)
     scene = random_scene("mixed", h, w, seed=int(rng.integers(2**31)), near_m=near, far_m=cam.depth_range_m[1])
-    s = make_dp_sample(scene, cam, rng=rng, distortion=False, refocus=True, device=device)
+    s = make_dp_sample(scene, cam, rng=rng, distortion=False, refocus=True, device=device,
+                       psf=_bank_psf(psf_bank, rng))
     return [dp_fields(s)], {"psf_params": s.meta["psf_params"], "camera": cam.name}
 
 

@@ -67,6 +67,7 @@ class TrainConfig:
     crops_per_image: int = 4  # crops per DPDD image
     init: str | None = None  # warm start: weights of this checkpoint (same model and variant), fresh optimiser
     refresh_every: int = 0  # replace one synthetic pool slot every N steps (0: the pool stays fixed)
+    psf_bank: str | None = None  # render the synthetic pool with this PSF bank (e.g. calibrated on a device)
 
     @property
     def run_dir(self) -> Path:
@@ -110,6 +111,13 @@ def load_config(model: str, variant: str, overrides: dict | None = None, resume:
             raise TrainError(f"{key} must be a number >= {least}, got {value!r}")
     if out.refresh_every < 0:
         raise TrainError(f"refresh_every must be 0 (fixed pool) or a number of steps, got {out.refresh_every}")
+    if out.psf_bank:
+        from synth.samples import accepts_psf_bank, load_bank
+
+        if not accepts_psf_bank(get(model).data.renderer):
+            raise TrainError(f"--psf-bank {out.psf_bank}: {model}'s data renderer "
+                             f"({get(model).data.renderer}) does not render dual-pixel PSFs")
+        load_bank(out.psf_bank)  # a bad file fails now, not after the pool started
     return out
 
 
@@ -135,6 +143,8 @@ def synthetic_example(cfg: TrainConfig, index: int, generation: int = 0) -> Exam
     spec = get(cfg.model)
     key = [cfg.seed, 1, index] + ([generation] if generation else [])
     kwargs = {"frames": cfg.frames} if spec.is_sequence else {}
+    if cfg.psf_bank:
+        kwargs["psf_bank"] = cfg.psf_bank
     return render_example(spec, np.random.default_rng(key), (cfg.pool_image, cfg.pool_image),
                           device=render_device(cfg), **kwargs)
 
