@@ -96,8 +96,8 @@ def _third_party_output(log: Path | None):
                 pass
 
 
-def command(name: str | None = None, log_beside: str | None = None):
-    """Register a CLI command. While it runs, third-party output goes to the log beside the
+def command(name: str | None = None, log_beside: str | None = None, group: typer.Typer | None = None):
+    """Register a CLI command (on ``group``, a sub-command app such as ``calibrate``, when given). While it runs, third-party output goes to the log beside the
     output named by the option ``log_beside`` (:func:`log_path`). ``UserError`` -> one line,
     exit 2; a file the system refuses (``OSError`` naming it) -> one line, exit 2; any other
     exception is a bug -> its traceback saved to a file the message names, exit 70."""
@@ -122,7 +122,7 @@ def command(name: str | None = None, log_beside: str | None = None):
                 fail(f"{exc.filename}: {exc.strerror or exc}")
             except Exception as exc:  # a bug: say so, keep the traceback
                 _bug(exc, log, fn.__name__)
-        return app.command(name)(run)
+        return (group or app).command(name)(run)
     return wrap
 
 
@@ -423,6 +423,92 @@ def export_cmd(
                   soft_wrap=True)
     if failed(rows):
         raise typer.Exit(1)
+
+
+# --- calibrate: PSF banks from device captures ------------------------------------------
+
+calibrate_app = typer.Typer(help="Calibrate a device's dual-pixel PSFs: chart -> captures -> kernels -> fitted "
+                            "bank (docs/CALIBRATION.md).", no_args_is_help=True)
+app.add_typer(calibrate_app, name="calibrate")
+
+
+@command("import", log_beside="out", group=calibrate_app)
+def calibrate_import(
+    left: Path = typer.Option(..., help="Left-view kernel stack (.npy, [P, F, F] float, each kernel summing to 1)."),
+    right: Path = typer.Option(..., help="Right-view kernel stack (.npy), same shape."),
+    grid: str = typer.Option(..., help="ROWSxCOLS of the patch grid; kernels are indexed row*cols+col "
+                             "(the public Pixel 4 stack: 6x8)."),
+    patch: int = typer.Option(..., help="Patch size in pixels (Pixel 4: 168)."),
+    crop: Optional[str] = typer.Option(None, help="y,x,h,w of the grid in the frame (Pixel 4: 252,336,1008,1344 "
+                                       "of the 1512x2016 views; omit if unknown)."),
+    frame: Optional[str] = typer.Option(None, help="HxW of the full frame (for the field radius)."),
+    focus: Optional[str] = typer.Option(None, help="A label or value of the focus setting these kernels were "
+                                        "measured at."),
+    tolerance: float = typer.Option(1e-3, help="How far a kernel's sum may be from 1."),
+    out: Path = typer.Option(..., help="Kernels folder to write (atomically)."),
+    force: bool = typer.Option(False, help="Replace --out if it exists."),
+) -> None:
+    """Import left/right kernel stacks measured elsewhere: validate them, find each kernel's centre,
+    write a kernels folder for `calibrate fit`."""
+    from calibration.kernel_stack import import_stacks, parse_crop
+    from core.sizes import parse_size
+
+    ks = import_stacks(left, right, parse_size(grid, minimum=1), patch, parse_crop(crop), focus=focus,
+                       tolerance=tolerance)
+    if frame:
+        ks.frame = parse_size(frame)
+    ks.save(out, force=force)
+    cap = ks.captures[0]
+    off = max(float(abs(cap.centres_left).max()), float(abs(cap.centres_right).max()))
+    console.print(f"[green]wrote[/] {out}: {cap.left.shape[0]} kernel pairs of {ks.kernel_size}x{ks.kernel_size} "
+                  f"on a {grid} grid; centroids up to {off:.2f} px off the array centre (recorded)")
+
+
+@command("fit", log_beside="out", group=calibrate_app)
+def calibrate_fit(
+    kernels: Path = typer.Argument(..., help="Kernels folder from `calibrate import` or `calibrate estimate`."),
+    out: Path = typer.Option(..., help="PSF bank to write (.npz, schema 2 with the field grid)."),
+    views: str = typer.Option("both", help="both (each view separately for per-kernel NCC, and the pair "
+                              "jointly for the cell's radius and shape), separate or joint."),
+    disk: bool = typer.Option(True, help="Also fit the single-parameter half-disk model (Punnappurath et al., "
+                              "ICCP 2020) for comparison."),
+    field_mode: str = typer.Option("params", help="What the bank's field grid holds: params (fitted Butterworth "
+                                   "per cell) or kernels (measured kernels, magnified per radius)."),
+    max_radius: float = typer.Option(40.0, help="Radius range of the bank's tabulated kernels (px)."),
+    camera: str = typer.Option("calibrated", help="Camera name recorded in the bank."),
+    poor: float = typer.Option(0.9, help="Cells whose fit NCC is below this are reported as poor."),
+    report: Optional[Path] = typer.Option(None, help="Report folder (report.html, PNGs, fit.json); default "
+                                          "<out without .npz>_report."),
+) -> None:
+    """Fit the Butterworth DP model (and the half-disk model) to every kernel, report NCC per kernel,
+    field dependence, poor cells and the radius-disparity line; write the bank and report.html."""
+    from calibration.bank_fit import build_bank, fit_kernel_set
+    from calibration.kernel_stack import KernelSet
+    from calibration.report import write_report
+
+    ks = KernelSet.load(kernels)
+    bar, update = _progress(f"fit {kernels}")
+    with bar:
+        result = fit_kernel_set(ks, views=views, disk=disk, poor=poor, progress=update)
+    bank = build_bank(ks, result, camera=camera, max_radius=max_radius, mode=field_mode)
+    path = bank.save(out)
+    page = write_report(report or out.with_name(out.stem + "_report"), ks, result, path)
+    s = result["summary"]
+    rows = [("kernels", s["kernels"]), ("Butterworth NCC mean / min", f"{s['butterworth_ncc_mean']:.4f} / "
+                                                                      f"{s['butterworth_ncc_min']:.4f}")]
+    if "joint_ncc_mean" in s:
+        rows.append(("Butterworth joint L/R NCC mean", f"{s['joint_ncc_mean']:.4f}"))
+    if "disk_ncc_mean" in s:
+        rows.append(("half-disk NCC mean / min", f"{s['disk_ncc_mean']:.4f} / {s['disk_ncc_min']:.4f}"))
+    fr = s["field_radius_fit"]
+    rows.append(("field: |r| / median", f"{fr['c0']:.3f} + {fr['c2']:.3f} rho^2 (rms {fr['rms']:.3f})"))
+    rd = s["radius_disparity"]
+    rows.append(("radius-disparity", f"d = {rd['line']['slope']:.4f} r + {rd['line']['intercept']:.4f} "
+                 f"(R2 {rd['line']['r2']:.3f})" if rd.get("line") else rd["reason"]))
+    poor_cells = ", ".join(f"({p['row']},{p['col']})" for p in s["poor_cells"])
+    rows.append((f"poor fits (NCC < {poor})", poor_cells or "none"))
+    console.print(_table(f"calibrate fit: {kernels}", ("figure", "value"), rows))
+    console.print(f"[green]wrote[/] {path} and {page}")
 
 
 def main() -> None:
