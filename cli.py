@@ -511,6 +511,66 @@ def calibrate_fit(
     console.print(f"[green]wrote[/] {path} and {page}")
 
 
+@command("chart", log_beside="out", group=calibrate_app)
+def calibrate_chart(
+    size: str = typer.Option("2160x3840", help="Chart size WxH in pixels (a monitor's resolution, or a print's)."),
+    out: Path = typer.Option(Path("chart.png"), help="Chart image (.png); its geometry goes to the .json beside it."),
+    seed: int = typer.Option(0, help="Seed of the noise field."),
+    noise_cell: int = typer.Option(2, help="Chart pixels per random cell (about one capture pixel is best)."),
+    pattern: str = typer.Option("bernoulli", help="bernoulli (binary white noise) or bandlimited (binary noise "
+                                "over a few octaves)."),
+) -> None:
+    """Make the calibration chart: a random binary noise field framed by eight ArUco markers on white,
+    plus chart.json with its geometry. Show it full screen (or print it) and capture it."""
+    from calibration.chart import make_chart, save_chart
+    from core.sizes import parse_size
+
+    w, h = parse_size(size)  # WxH as the user types a screen size
+    png, js = save_chart(make_chart(w, h, seed=seed, noise_cell=noise_cell, pattern=pattern), out)
+    console.print(f"[green]wrote[/] {png} ({w}x{h}) and {js}")
+
+
+@command("estimate", log_beside="out", group=calibrate_app)
+def calibrate_estimate(
+    captures: Path = typer.Option(..., help="Folder of chart captures: NAME_L.png + NAME_R.png (or NAME_left.* + "
+                                  "NAME_right.*), 8/16-bit; optional captures.json {NAME: focus setting}."),
+    chart: Path = typer.Option(..., help="chart.json from `calibrate chart`."),
+    out: Path = typer.Option(..., help="Kernels folder to write (atomically), for `calibrate fit`."),
+    white: Optional[Path] = typer.Option(None, help="Folder of white-sheet captures (same naming) for per-view "
+                                         "vignetting gain maps."),
+    grid: str = typer.Option("6x8", help="ROWSxCOLS of field patches over the chart's noise field."),
+    kernel_size: int = typer.Option(41, help="Kernel size in pixels (odd; > 2x the largest blur radius)."),
+    reg: float = typer.Option(1e-3, help="Weight of the kernel-gradient penalty of the least-squares solve."),
+    iterations: int = typer.Option(100, help="Iterations of the non-negative refinement."),
+    min_focus_settings: int = typer.Option(2, help="Refuse fewer focus settings than this (the radius-disparity "
+                                           "line needs 2)."),
+    max_saturated: float = typer.Option(0.02, help="Refuse a capture with more than this fraction of the chart "
+                                        "at full scale."),
+    force: bool = typer.Option(False, help="Replace --out if it exists."),
+) -> None:
+    """Estimate left/right PSFs on a grid of field positions from chart captures: markers, homography,
+    vignetting, regularised least squares per patch, confidence per patch."""
+    import numpy as np
+
+    from calibration.estimate import estimate
+    from core.sizes import parse_size
+
+    bar, update = _progress(f"estimate {captures}")
+    with bar:
+        ks = estimate(captures, chart, parse_size(grid, minimum=1), kernel_size, white, reg, iterations,
+                      min_focus_settings, max_saturated, progress=update)
+    ks.save(out, force=force)
+    rows = []
+    for cap in ks.captures:
+        meta = ks.provenance["per_capture"][cap.name]
+        conf = np.asarray(cap.diagnostics["confidence"])
+        rows.append((cap.name, cap.focus, len(meta["markers"]), f"{meta['saturated']:.2%}", f"{conf.mean():.3f}",
+                     f"{conf.min():.3f}"))
+    console.print(_table(f"calibrate estimate: {ks.grid[0]}x{ks.grid[1]} patches of {ks.patch} px at {ks.crop}",
+                         ("capture", "focus", "markers", "saturated", "confidence mean", "min"), rows))
+    console.print(f"[green]wrote[/] {out} ({np.mean(ks.provenance['seconds_per_capture']):.1f} s per capture)")
+
+
 def main() -> None:
     app()
 

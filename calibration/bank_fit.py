@@ -32,12 +32,13 @@ class FitError(UserError):
 def _cell_fit(left: np.ndarray, right: np.ndarray, views: str, disk: bool) -> dict:
     measured = {"left": left, "right": right}
     out: dict = {"disparity": dp_disparity(left, right)}
-    if views in ("separate", "both"):
-        fl = fit_butterworth({"left": left}, "left")
-        fr = fit_butterworth({"right": right}, "right")
-        out["separate"] = {"left": fl, "right": fr}
     if views in ("joint", "both"):
         out["joint"] = fit_butterworth(measured, "joint")
+    if views in ("separate", "both"):  # "both": each view refined from the pair's joint fit
+        init = out.get("joint")
+        fl = fit_butterworth({"left": left}, "left", init=init)
+        fr = fit_butterworth({"right": right}, "right", init=init)
+        out["separate"] = {"left": fl, "right": fr}
     if disk:
         out["disk"] = fit_disk(measured, "joint")
         out["disk_separate"] = {v: fit_disk({v: measured[v]}, v) for v in ("left", "right")}

@@ -43,7 +43,7 @@ def _dictionary():
 
 
 def make_chart(width: int, height: int, seed: int = 0, noise_cell: int = 2, pattern: str = "bernoulli",
-               border: float = 0.03, marker: float = 0.12) -> Chart:
+               border: float = 0.03, marker: float = 0.15) -> Chart:
     """Chart of ``width`` x ``height`` px: white border of ``border`` x the short side, eight
     markers of ``marker`` x the short side in a frame around the noise field, the noise field
     (``noise_cell`` px per random cell) inside."""

@@ -334,7 +334,14 @@ def estimate(captures_dir: str | Path, chart_path: str | Path, grid: tuple[int, 
             raise EstimateError(f"{lp}: capture is {left.shape[1]}x{left.shape[0]}, the first was {shape[1]}x{shape[0]}")
         sat_l, sat_r = left >= SATURATION_LEVEL, right >= SATURATION_LEVEL
         mean = 0.5 * (left + right)
-        cap_pts, chart_pts, ids = detect_markers(mean, chart, f"{lp}")
+        try:
+            cap_pts, chart_pts, ids = detect_markers(mean, chart, f"{lp}")
+        except EstimateError:
+            frame_sat = float(np.mean(sat_l | sat_r))
+            if frame_sat > max_saturated:  # clipping is the likelier cause: say so
+                raise EstimateError(f"{lp}: saturated capture ({frame_sat:.1%} of the frame at full scale) and the "
+                                    "chart's markers are not found; lower the exposure") from None
+            raise
         H = fit_homography(cap_pts, chart_pts, f"{lp}")
         sharp = warp_chart(chart.image, H, shape)
         y, x, h, w, patch = grid_region(H, chart, shape, grid, half + 2)

@@ -158,14 +158,15 @@ def _window(size: int, guesses) -> int:
 
 
 def fit_butterworth(measured: dict[str, np.ndarray], which: str = "joint", maxiter: int = 500,
-                    restarts: int = 2, starts_n: int = 3) -> Fit:
+                    restarts: int = 2, starts_n: int = 3, init: Fit | None = None) -> Fit:
     """Fit the Butterworth DP model to ``measured`` ("left"/"right" kernels summing to 1) for one
     view (``which`` = "left"/"right") or both with shared parameters ("joint").
 
     Search on a window around the support (the array centre stays the centre): pick the best
     starting (signed radius, centre) at mid-range shape parameters, grid over n, alpha, beta
     there, Nelder-Mead on (r, alpha, beta, kappa, centre) at that n with one restart, then the
-    integer orders around it. NCC is reported on the full array."""
+    integer orders around it. NCC is reported on the full array. With ``init`` (e.g. the joint
+    fit of the pair, when fitting one view) the search starts there instead of the grid."""
     size = next(iter(measured.values())).shape[0]
     names = ("left", "right")
     idx = _views(which)
@@ -190,13 +191,24 @@ def fit_butterworth(measured: dict[str, np.ndarray], which: str = "joint", maxit
         evals += 1
         return _score(render(r, n, a, b, k, cy, cx), target)
 
-    first = min(guesses, key=lambda g: score(g[0], 6, 0.6, 0.2, KAPPA0, *g[1]))  # the sign
+    if init is not None:
+        guesses = [(init.radius, tuple(init.centre))]
+        win = max(win, _window(size, guesses))
+        target = tuple(_crop(measured[names[i]], win) for i in idx)
+        margin = win // 2 - 1
     grid = []  # (score, r0, n, x) over the grid
-    for r0, (cy, cx) in [g for g in guesses if g[0] * first[0] > 0]:
-        for n in N_GRID:
-            for a in ALPHA_GRID:
-                for b in BETA_GRID:
-                    grid.append((score(r0, n, a, b, KAPPA0, cy, cx), r0, n, np.array([r0, a, b, KAPPA0, cy, cx])))
+    if init is None:
+        first = min(guesses, key=lambda g: score(g[0], 6, 0.6, 0.2, KAPPA0, *g[1]))  # the sign
+        for r0, (cy, cx) in [g for g in guesses if g[0] * first[0] > 0]:
+            for n in N_GRID:
+                for a in ALPHA_GRID:
+                    for b in BETA_GRID:
+                        grid.append((score(r0, n, a, b, KAPPA0, cy, cx), r0, n,
+                                     np.array([r0, a, b, KAPPA0, cy, cx])))
+    else:
+        p = init.params
+        x0 = np.array([init.radius, p["alpha"], p["beta"], p["kappa"], *init.centre])
+        grid = [(score(init.radius, p["order"], *x0[1:]), init.radius, p["order"], x0)]
     grid.sort(key=lambda g: g[0])
     if not grid or grid[0][0] >= 2.0:
         raise ValueError(f"kernel of {size} px is too small to fit a PSF")
