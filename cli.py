@@ -450,6 +450,8 @@ def calibrate_import(
 ) -> None:
     """Import left/right kernel stacks measured elsewhere: validate them, find each kernel's centre,
     write a kernels folder for `calibrate fit`."""
+    import numpy as np
+
     from calibration.kernel_stack import import_stacks, parse_crop
     from core.sizes import parse_size
 
@@ -458,10 +460,14 @@ def calibrate_import(
     if frame:
         ks.frame = parse_size(frame)
     ks.save(out, force=force)
+    from calibration.kernel_stack import kernel_centre
+
     cap = ks.captures[0]
-    off = max(float(abs(cap.centres_left).max()), float(abs(cap.centres_right).max()))
+    pair = np.array([kernel_centre(a + b) for a, b in zip(cap.left, cap.right)])
     console.print(f"[green]wrote[/] {out}: {cap.left.shape[0]} kernel pairs of {ks.kernel_size}x{ks.kernel_size} "
-                  f"on a {grid} grid; centroids up to {off:.2f} px off the array centre (recorded)")
+                  f"on a {grid} grid; combined-kernel centroids {pair[:, 0].mean():+.2f} px (rows), "
+                  f"{pair[:, 1].mean():+.2f} px (columns) off the array centre on average, up to "
+                  f"{float(np.abs(pair).max()):.2f} px (every kernel's centre is recorded)")
 
 
 @command("fit", log_beside="out", group=calibrate_app)
