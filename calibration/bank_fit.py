@@ -150,14 +150,22 @@ def build_bank(ks: KernelSet, result: dict, camera: str = "calibrated", max_radi
     caps = result["captures"]
     keys = ("order", "alpha", "beta", "kappa")
     per = np.array([[[c["params"][k] for k in keys] for c in cap["cells"]] for cap in caps])  # [C, P, 4]
-    params = np.median(per, axis=0).reshape(rows, cols, 4)
+    # n, alpha and beta trade off against each other (alpha hardly matters once D0 >> r), so
+    # element-wise medians of fits can be a shape no fit had: pick whole parameter sets instead
+    cell_params = []
+    for p in range(rows * cols):
+        uses = [(ks.captures[ci], caps[ci]["cells"][p]) for ci in range(len(caps))]
+        cell_params.append(_consensus([per[ci, p] for ci in range(len(caps))], uses, p))
+    params = np.array(cell_params).reshape(rows, cols, 4)
     gains = []
     for cap in caps:
         r = np.array([abs(c["radius"]) for c in cap["cells"]])
         gains.append(r / max(float(np.median(r)), 1e-9))
     gain = np.mean(gains, axis=0).reshape(rows, cols)
     ncc = np.array([[min(c["ncc"]) for c in cap["cells"]] for cap in caps]).mean(axis=0).reshape(rows, cols)
-    med = np.median(per.reshape(-1, 4), axis=0)
+    spread = np.linspace(0, rows * cols - 1, min(rows * cols, 12)).round().astype(int)
+    uses = [(ks.captures[ci], caps[ci]["cells"][p], p) for ci in range(len(caps)) for p in spread]
+    med = _consensus(cell_params, [(c, cell) for c, cell, _ in uses], [p for _, _, p in uses])
     median_params = PSFParams(max(1, int(round(med[0]))), float(med[1]), float(med[2]), float(med[3]))
     radii = np.arange(-max_radius, max_radius + step / 2, step)
     bank = PSFBank.from_model(radii, [median_params], camera=camera)
@@ -185,6 +193,33 @@ def build_bank(ks: KernelSet, result: dict, camera: str = "calibrated", max_radi
                        "captures": [c["name"] for c in caps],
                        "radius_disparity": s["radius_disparity"].get("line")}
     return bank
+
+
+def _consensus(candidates, uses, index) -> np.ndarray:
+    """The candidate (order, alpha, beta, kappa) whose model, at each use's own fitted radius and
+    centre, best matches the measured kernels (mean NCC over uses and views). ``uses``: (capture,
+    fitted cell) pairs; ``index``: the kernel index, one for all uses or one per use."""
+    from calibration.dp_psf import cross_correlation
+    from calibration.psf_fit import butterworth_pair
+
+    idx = index if isinstance(index, list) else [index] * len(uses)
+    best, best_score = np.asarray(candidates[0], float), -np.inf
+    seen = set()
+    for cand in candidates:
+        key = tuple(np.round(cand, 4))
+        if key in seen:
+            continue
+        seen.add(key)
+        n, a, b, k = cand
+        scores = []
+        for (cap, cell), p in zip(uses, idx):
+            fit = cell.get("joint") or cell["separate"]["left"]
+            size = cap.left.shape[-1]
+            ml, mr = butterworth_pair(cell["radius"], n, a, b, k, tuple(fit.centre), size)
+            scores += [cross_correlation(ml, cap.left[p]), cross_correlation(mr, cap.right[p])]
+        if np.mean(scores) > best_score:
+            best, best_score = np.asarray(cand, float), float(np.mean(scores))
+    return best
 
 
 def to_json(result: dict) -> dict:

@@ -319,8 +319,9 @@ def estimate(captures_dir: str | Path, chart_path: str | Path, grid: tuple[int, 
     done = 0
     region = None
     seconds, per_capture = [], {}
+    cpu = []
     for name, (lp, rp) in pairs.items():
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         left, _ = read_view(lp)
         right, _ = read_view(rp)
         if left.shape != right.shape:
@@ -381,10 +382,12 @@ def estimate(captures_dir: str | Path, chart_path: str | Path, grid: tuple[int, 
                     progress(done, total)
         captures.append(Capture(name, np.stack(kl), np.stack(kr), focus[name], diag))
         seconds.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
         per_capture[name] = {"markers": ids, "saturated": round(saturated, 6), "homography": H.tolist()}
     y, x, h, w, patch = region
     prov = {"source": "estimate", "captures": str(captures_dir), "chart": str(chart_path),
             "white": str(white_dir) if white_dir else None, "kernel_size": kernel_size, "reg": reg,
             "iterations": iterations, "seconds_per_capture": [round(s, 3) for s in seconds],
+            "cpu_seconds_per_capture": [round(s, 3) for s in cpu],
             "per_capture": per_capture}
     return KernelSet(grid, patch, captures, (y, x, h, w), tuple(shape), vig, prov)
