@@ -205,7 +205,8 @@ def synth(
     scene_kind: str = typer.Option("mixed", help="dead_leaves, slanted_plane or mixed."),
     textures: Optional[Path] = typer.Option(None, help="Folder of images to texture dead leaves with."),
     psf_bank: Optional[Path] = typer.Option(None, help="PSF bank file (.npz) to render with instead of the "
-                                            "Butterworth model (e.g. one calibrated on a device)."),
+                                            "Butterworth model (e.g. one from `calibrate fit`: field-varying "
+                                            "PSFs and the device's left/right vignetting when it has a field grid)."),
     max_layers: int = typer.Option(500, help="Maximum depth layers (seed 004: 500)."),
     noise_scale: float = typer.Option(0.1, help="Multiplier on the seed's noise sigma set {0.05..0.5}."),
     distortion: bool = typer.Option(True, help="Apply the camera's radial distortion (seed eq. 5)."),

@@ -5,7 +5,8 @@ per cell of a rows x cols grid stretched over the rendered image. Each cell is r
 ordinary layered renderer with its own PSFs, on its region grown by the blend overlap plus the
 largest kernel's half-size (so every output pixel it contributes sees its full neighbourhood),
 and the cells are blended with separable linear ramps across the cell borders (weights sum to 1
-everywhere). The per-view vignetting gain maps of the bank, when present, multiply the views.
+everywhere). The bank's per-view vignetting maps, when present, multiply the views relative to
+their mean (the DP views' left/right fall-off; the combined image keeps the target's brightness).
 """
 from __future__ import annotations
 
@@ -114,7 +115,11 @@ class FieldPSF(BankPSF):
         return DPViews(acc_l, acc_r, 0.5 * (acc_l + acc_r), np.unique(np.concatenate(radii)))
 
     def _gain_map(self, view: str, h: int, w: int) -> np.ndarray:
-        g = self.bank.vignetting[view].astype(np.float32)
+        """The view's gain relative to the two views' mean: the left/right asymmetry of the DP
+        views is reproduced while their mean (the conventional image) keeps the brightness of
+        the sharp target, which carries no vignetting either."""
+        vig = self.bank.vignetting
+        g = vig[view].astype(np.float32) / (0.5 * (vig["left"] + vig["right"])).astype(np.float32)
         return cv2.resize(g, (w, h), interpolation=cv2.INTER_LINEAR)[..., None]
 
     def disparity(self, radius: float) -> float:
