@@ -32,7 +32,7 @@ from calibration.bank_fit import build_bank, fit_kernel_set  # noqa: E402
 from calibration.chart import make_chart, save_chart  # noqa: E402
 from calibration.dp_psf import PSFParams, cross_correlation, dual_pixel_psf  # noqa: E402
 from calibration.estimate import estimate  # noqa: E402
-from calibration.kernel_stack import kernel_centre, magnify_kernel  # noqa: E402
+from calibration.kernel_stack import kernel_centre  # noqa: E402
 from calibration.psf_bank import FieldGrid, PSFBank  # noqa: E402
 from core.sizes import parse_size  # noqa: E402
 from synth.chart_capture import chart_capture, mild_homography, vignetting_gains, warp_supersampled  # noqa: E402
@@ -60,13 +60,6 @@ def truth_bank() -> PSFBank:
 def truth_cell(bank: PSFBank, y: float, x: float) -> tuple[int, int]:
     rows, cols = bank.field.shape
     return int(y // (SHAPE[0] / rows)), int(x // (SHAPE[1] / cols))
-
-
-def centred_pair(left: np.ndarray, right: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Both views moved by the pair's common centroid to the array centre (keeps the disparity):
-    measured and true kernels are compared up to the registration's global shift."""
-    c = kernel_centre(left + right)
-    return magnify_kernel(left, 1.0, size, c), magnify_kernel(right, 1.0, size, c)
 
 
 def psnr_affine(pred: np.ndarray, target: np.ndarray) -> float:
@@ -126,10 +119,13 @@ def main() -> None:
         for p in range(grid[0] * grid[1]):
             i, j = divmod(p, grid[1])
             ti, tj = truth_cell(truth, y0 + (i + 0.5) * ks.patch, x0 + (j + 0.5) * ks.patch)
-            tl, tr = dual_pixel_psf(r * truth.field.gain[ti, tj], truth.field.cell_params(ti, tj), KERNEL)
-            ml, mr = centred_pair(2 * tl, 2 * tr, KERNEL)
-            el, er = centred_pair(cap.left[p], cap.right[p], KERNEL)
-            nccs += [cross_correlation(el, ml), cross_correlation(er, mr)]
+            rt, prm = r * truth.field.gain[ti, tj], truth.field.cell_params(ti, tj)
+            tl, tr = dual_pixel_psf(rt, prm, KERNEL)
+            # the truth rendered exactly where the measured pair sits (registration moves kernels
+            # as a whole; no resampling of either kernel)
+            shift = np.subtract(kernel_centre(cap.left[p] + cap.right[p]), kernel_centre(tl + tr))
+            tl, tr = dual_pixel_psf(rt, prm, KERNEL, offset=tuple(shift))
+            nccs += [cross_correlation(cap.left[p], tl), cross_correlation(cap.right[p], tr)]
             truth_r[(cap.name, p)] = r * truth.field.gain[ti, tj]
 
     t0, c0 = time.perf_counter(), time.process_time()

@@ -6,7 +6,8 @@ or ``NAME_left.*``/``NAME_right.*`` as Pixel DP captures are named; 8- or 16-bit
 2. vignetting: with white-sheet captures, per-view gain maps (the white view box-averaged
    101 x 101, divided by its maximum) flat-field each view;
 3. the chart's ArUco markers are found on the mean of the views and the chart -> capture
-   homography fitted (RANSAC) on their corners; the sharp chart is warped into the capture;
+   homography fitted (RANSAC) on their corners; the sharp chart is warped into the capture
+   (integrated over each capture pixel);
 4. on a rows x cols grid of square patches over the noise field, each view's PSF is solved by
    regularised least squares: a Fourier-domain Tikhonov solution (gradient penalty) as the
    start, then projected accelerated gradient (FISTA) on the exact "valid" convolution model
@@ -146,25 +147,26 @@ def fit_homography(cap_pts: np.ndarray, chart_pts: np.ndarray, source: str) -> n
     return H
 
 
-def warp_chart(chart: np.ndarray, H: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """The chart as the capture sees it: pre-shrunk with area averaging when the chart is finer
-    than the capture (no aliasing), then warped with the homography (bicubic)."""
+def warp_chart(chart: np.ndarray, H: np.ndarray, shape: tuple[int, int], factor: int = 2) -> np.ndarray:
+    """The chart as the capture sees it, integrated over each capture pixel: warped (bilinear)
+    onto a grid ``factor`` x finer than the capture, then area-averaged; a chart finer than that
+    grid is area-averaged down to it first (no aliasing)."""
     h, w = chart.shape
-    centre = H @ np.array([w / 2, h / 2, 1.0])
-    # local scale at the chart centre: sqrt |det| of the Jacobian of the projective map
-    x, y, z = centre
-    jac = (H[:2, :2] * z - np.outer([x, y], H[2, :2])) / (z * z)
+    S = np.array([[factor, 0, 0.5 * factor - 0.5], [0, factor, 0.5 * factor - 0.5], [0, 0, 1]])
+    Hf = S @ H  # chart -> fine capture grid
+    x, y, z = Hf @ np.array([w / 2, h / 2, 1.0])
+    jac = (Hf[:2, :2] * z - np.outer([x, y], Hf[2, :2])) / (z * z)  # local scale at the chart centre
     scale = math.sqrt(abs(np.linalg.det(jac)))
     if scale < 0.9:
         nw, nh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
         small = cv2.resize(chart, (nw, nh), interpolation=cv2.INTER_AREA)
         sx, sy = nw / w, nh / h
-        # small pixel centre u' = (u + 0.5) * s - 0.5
-        T = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1]])
-        H = H @ np.linalg.inv(T)
+        T = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1]])  # u' = (u + .5) s - .5
+        Hf = Hf @ np.linalg.inv(T)
         chart = small
-    return cv2.warpPerspective(chart, H, (shape[1], shape[0]), flags=cv2.INTER_CUBIC,
-                               borderMode=cv2.BORDER_CONSTANT, borderValue=1.0)
+    fine = cv2.warpPerspective(chart.astype(np.float32), Hf, (shape[1] * factor, shape[0] * factor),
+                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=1.0)
+    return cv2.resize(fine, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
 
 
 def grid_region(H: np.ndarray, chart: Chart, shape: tuple[int, int], grid: tuple[int, int],

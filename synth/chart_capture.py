@@ -1,7 +1,7 @@
 """Synthetic captures of the calibration chart (tests and ``benchmarks/bench_calibration.py``).
 
-The chart is warped into the capture by a homography (rendered at 2x and area-averaged, a path
-independent of the estimator's warp), blurred per view by field-varying DP PSFs
+The chart is warped into the capture by a homography (rendered at 4x from the full chart and
+area-averaged: finer than the estimator's own warp, so the two do not share an approximation), blurred per view by field-varying DP PSFs
 (:class:`synth.field_render.FieldPSF` over a bank with a field grid, at one signed radius: a flat
 chart at one focus setting), multiplied by per-view vignetting gains, mapped through a black
 level and gain, given signal-dependent Gaussian noise, and quantised to 16 bits.
@@ -15,7 +15,7 @@ from calibration.psf_bank import PSFBank
 from synth.field_render import FieldPSF
 
 
-def warp_supersampled(chart: np.ndarray, H: np.ndarray, shape: tuple[int, int], factor: int = 2) -> np.ndarray:
+def warp_supersampled(chart: np.ndarray, H: np.ndarray, shape: tuple[int, int], factor: int = 4) -> np.ndarray:
     """Chart -> capture (pixel-centre homography ``H``), rendered at ``factor`` x and area-averaged."""
     S = np.array([[factor, 0, 0.5 * factor - 0.5], [0, factor, 0.5 * factor - 0.5], [0, 0, 1]])
     big = cv2.warpPerspective(chart.astype(np.float32), S @ H, (shape[1] * factor, shape[0] * factor),
