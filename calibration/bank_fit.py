@@ -157,11 +157,10 @@ def build_bank(ks: KernelSet, result: dict, camera: str = "calibrated", max_radi
         uses = [(ks.captures[ci], caps[ci]["cells"][p]) for ci in range(len(caps))]
         cell_params.append(_consensus([per[ci, p] for ci in range(len(caps))], uses, p))
     params = np.array(cell_params).reshape(rows, cols, 4)
-    gains = []
-    for cap in caps:
-        r = np.array([abs(c["radius"]) for c in cap["cells"]])
-        gains.append(r / max(float(np.median(r)), 1e-9))
-    gain = np.mean(gains, axis=0).reshape(rows, cols)
+    # radius gain: sum over captures of the cell's |r| over the sum of the captures' medians, so
+    # the most defocused captures (relative errors smallest) weigh most
+    radii_abs = np.array([[abs(c["radius"]) for c in cap["cells"]] for cap in caps])  # [C, P]
+    gain = (radii_abs.sum(axis=0) / max(float(np.median(radii_abs, axis=1).sum()), 1e-9)).reshape(rows, cols)
     ncc = np.array([[min(c["ncc"]) for c in cap["cells"]] for cap in caps]).mean(axis=0).reshape(rows, cols)
     spread = np.linspace(0, rows * cols - 1, min(rows * cols, 12)).round().astype(int)
     uses = [(ks.captures[ci], caps[ci]["cells"][p], p) for ci in range(len(caps)) for p in spread]
