@@ -479,8 +479,9 @@ def calibrate_fit(
                               "jointly for the cell's radius and shape), separate or joint."),
     disk: bool = typer.Option(True, help="Also fit the single-parameter half-disk model (Punnappurath et al., "
                               "ICCP 2020) for comparison."),
-    field_mode: str = typer.Option("params", help="What the bank's field grid holds: params (fitted Butterworth "
-                                   "per cell) or kernels (measured kernels, magnified per radius)."),
+    field_mode: str = typer.Option("kernels", help="What the bank's field grid holds: kernels (the most defocused "
+                                   "capture's measured kernels, magnified per radius; re-renders a held-out "
+                                   "capture best, docs/BENCHMARKS.md) or params (fitted Butterworth per cell)."),
     max_radius: float = typer.Option(40.0, help="Radius range of the bank's tabulated kernels (px)."),
     camera: str = typer.Option("calibrated", help="Camera name recorded in the bank."),
     poor: float = typer.Option(0.9, help="Cells whose fit NCC is below this are reported as poor."),

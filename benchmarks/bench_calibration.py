@@ -8,8 +8,9 @@ three focus settings (signed radius -6, +3.5, +7 px at the field centre) plus a 
 ``calibrate fit`` (joint Butterworth + half-disk) recover the kernels. Figures: kernel NCC vs the
 truth (target >= 0.95), radius error (target <= 0.5 px), seconds per capture, Butterworth vs
 half-disk NCC, the radius-disparity line, and the PSNR of re-rendering the held-out capture
-through the recovered bank, next to re-rendering through the truth (the noise ceiling), the
-recovered bank without its field grid, and the default model. Table, then one JSON line.
+through the recovered bank (its field grid of measured kernels, magnified per radius, or of fitted
+Butterworth parameters), next to re-rendering through the truth parameters (the noise ceiling),
+the field-median fitted model, and the default model. Table, then one JSON line.
 
     .venv/bin/python benchmarks/bench_calibration.py [--grid 3x4] [--out /tmp/bench_calibration]
 """
@@ -133,8 +134,10 @@ def main() -> None:
     t_fit, c_fit = time.perf_counter() - t0, time.process_time() - c0
     errs = [abs(c["radius"] - truth_r[(cap["name"], c["index"])]) for cap in result["captures"] for c in cap["cells"]]
     s = result["summary"]
-    bank = build_bank(ks, result, camera="bench", max_radius=10)
+    bank = build_bank(ks, result, camera="bench", max_radius=10)  # field grid of fitted parameters
     bank.save(root / "bank.npz")
+    bank_k = build_bank(ks, result, camera="bench", max_radius=10, mode="kernels")  # of measured kernels
+    bank_k.save(root / "bank_kernels.npz")
 
     # held-out capture: re-render the calibrated region through each bank, compare after
     # flat-fielding with the estimated gains and an affine photometric match
@@ -154,9 +157,11 @@ def main() -> None:
     plain = PSFBank(bank.radii, bank.params, bank.left, bank.right)
     renders = {
         "truth parameters per patch (ceiling)": FieldPSF(region_truth, blend=0.05).render(sharp, coc, device="cpu"),
-        "recovered bank, field grid": FieldPSF(PSFBank(bank.radii, bank.params, bank.left, bank.right,
-                                                      field=bank.field)).render(sharp, coc, device="cpu"),
-        "recovered bank, no field": render_dp(sharp, coc, ParametricPSF(PSFParams(**plain.params[0])), device="cpu"),
+        "recovered bank, field of measured kernels": FieldPSF(PSFBank(
+            bank_k.radii, bank_k.params, bank_k.left, bank_k.right, field=bank_k.field)).render(sharp, coc, device="cpu"),
+        "recovered bank, field of fitted parameters": FieldPSF(PSFBank(
+            bank.radii, bank.params, bank.left, bank.right, field=bank.field)).render(sharp, coc, device="cpu"),
+        "recovered bank, field-median parameters": render_dp(sharp, coc, ParametricPSF(PSFParams(**plain.params[0])), device="cpu"),
         "default model PSFParams()": render_dp(sharp, coc, ParametricPSF(PSFParams()), device="cpu"),
     }
     psnr = {k: float(np.mean([psnr_affine(v.left[..., 0][rows_t], observed["left"][rows_t]),
