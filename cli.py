@@ -96,8 +96,8 @@ def _third_party_output(log: Path | None):
                 pass
 
 
-def command(name: str | None = None, log_beside: str | None = None):
-    """Register a CLI command. While it runs, third-party output goes to the log beside the
+def command(name: str | None = None, log_beside: str | None = None, group: typer.Typer | None = None):
+    """Register a CLI command (on ``group``, a sub-command app such as ``calibrate``, when given). While it runs, third-party output goes to the log beside the
     output named by the option ``log_beside`` (:func:`log_path`). ``UserError`` -> one line,
     exit 2; a file the system refuses (``OSError`` naming it) -> one line, exit 2; any other
     exception is a bug -> its traceback saved to a file the message names, exit 70."""
@@ -122,7 +122,7 @@ def command(name: str | None = None, log_beside: str | None = None):
                 fail(f"{exc.filename}: {exc.strerror or exc}")
             except Exception as exc:  # a bug: say so, keep the traceback
                 _bug(exc, log, fn.__name__)
-        return app.command(name)(run)
+        return (group or app).command(name)(run)
     return wrap
 
 
@@ -217,7 +217,8 @@ def synth(
     scene_kind: str = typer.Option("mixed", help="dead_leaves, slanted_plane or mixed."),
     textures: Optional[Path] = typer.Option(None, help="Folder of images to texture dead leaves with."),
     psf_bank: Optional[Path] = typer.Option(None, help="PSF bank file (.npz) to render with instead of the "
-                                            "Butterworth model (e.g. one calibrated on a device)."),
+                                            "Butterworth model (e.g. one from `calibrate fit`: field-varying "
+                                            "PSFs and the device's left/right vignetting when it has a field grid)."),
     max_layers: int = typer.Option(500, help="Maximum depth layers (seed 004: 500)."),
     noise_scale: float = typer.Option(0.1, help="Multiplier on the seed's noise sigma set {0.05..0.5}."),
     distortion: bool = typer.Option(True, help="Apply the camera's radial distortion (seed eq. 5)."),
@@ -280,6 +281,9 @@ def train(
                                           "(Pixel 4 DP blur, grey and colour, sensor noise, photo scenes)."),
     photos: Optional[Path] = typer.Option(None, help="Folder of photos to texture the phone profile's scenes "
                                           "with, beside the bundled ones."),
+    psf_bank: Optional[Path] = typer.Option(None, help="Render the synthetic pool with this PSF bank (.npz), e.g. "
+                                            "one from `calibrate fit` (field-varying PSFs when it has a field "
+                                            "grid): device-specific training data. DP models only."),
 ) -> None:
     """Train a model on the synthetic engine's data (configs in train/configs/*.yaml).
     Multi-GPU: torchrun --nproc_per_node=N cli.py train ..."""
@@ -289,7 +293,8 @@ def train(
                "batch_size": batch_size, "lr": lr, "seed": seed, "out": str(out), "device": device,
                "threads": threads, "init": str(init) if init else None, "pool_size": pool_size,
                "data": data or None, "lr_halving_steps": lr_halving_steps, "patch": patch,
-               "pool_image": pool_image, "refresh_every": refresh_every}
+               "pool_image": pool_image, "refresh_every": refresh_every,
+               "psf_bank": str(psf_bank) if psf_bank else None}
     recipe = loop.read_config_file(config) if config else {}
     given = {k: v for k, v in options.items() if v is not None}  # options given on the command line win
     cfg = loop.load_config(model, variant, {**recipe, **given}, resume=resume)
@@ -512,6 +517,159 @@ def export_cmd(
                   soft_wrap=True)
     if failed(rows):
         raise typer.Exit(1)
+
+
+# --- calibrate: PSF banks from device captures ------------------------------------------
+
+calibrate_app = typer.Typer(help="Calibrate a device's dual-pixel PSFs: chart -> captures -> kernels -> fitted "
+                            "bank (docs/CALIBRATION.md).", no_args_is_help=True)
+app.add_typer(calibrate_app, name="calibrate")
+
+
+@command("import", log_beside="out", group=calibrate_app)
+def calibrate_import(
+    left: Path = typer.Option(..., help="Left-view kernel stack (.npy, [P, F, F] float, each kernel summing to 1)."),
+    right: Path = typer.Option(..., help="Right-view kernel stack (.npy), same shape."),
+    grid: str = typer.Option(..., help="ROWSxCOLS of the patch grid; kernels are indexed row*cols+col "
+                             "(the public Pixel 4 stack: 6x8)."),
+    patch: int = typer.Option(..., help="Patch size in pixels (Pixel 4: 168)."),
+    crop: Optional[str] = typer.Option(None, help="y,x,h,w of the grid in the frame (Pixel 4: 252,336,1008,1344 "
+                                       "of the 1512x2016 views; omit if unknown)."),
+    frame: Optional[str] = typer.Option(None, help="HxW of the full frame (for the field radius)."),
+    focus: Optional[str] = typer.Option(None, help="A label or value of the focus setting these kernels were "
+                                        "measured at."),
+    tolerance: float = typer.Option(1e-3, help="How far a kernel's sum may be from 1."),
+    out: Path = typer.Option(..., help="Kernels folder to write (atomically)."),
+    force: bool = typer.Option(False, help="Replace --out if it exists."),
+) -> None:
+    """Import left/right kernel stacks measured elsewhere: validate them, find each kernel's centre,
+    write a kernels folder for `calibrate fit`."""
+    import numpy as np
+
+    from calibration.kernel_stack import import_stacks, parse_crop
+    from core.sizes import parse_size
+
+    ks = import_stacks(left, right, parse_size(grid, minimum=1), patch, parse_crop(crop), focus=focus,
+                       tolerance=tolerance)
+    if frame:
+        ks.frame = parse_size(frame)
+    ks.save(out, force=force)
+    from calibration.kernel_stack import kernel_centre
+
+    cap = ks.captures[0]
+    pair = np.array([kernel_centre(a + b) for a, b in zip(cap.left, cap.right)])
+    console.print(f"[green]wrote[/] {out}: {cap.left.shape[0]} kernel pairs of {ks.kernel_size}x{ks.kernel_size} "
+                  f"on a {grid} grid; combined-kernel centroids {pair[:, 0].mean():+.2f} px (rows), "
+                  f"{pair[:, 1].mean():+.2f} px (columns) off the array centre on average, up to "
+                  f"{float(np.abs(pair).max()):.2f} px (every kernel's centre is recorded)")
+
+
+@command("fit", log_beside="out", group=calibrate_app)
+def calibrate_fit(
+    kernels: Path = typer.Argument(..., help="Kernels folder from `calibrate import` or `calibrate estimate`."),
+    out: Path = typer.Option(..., help="PSF bank to write (.npz, schema 2 with the field grid)."),
+    views: str = typer.Option("both", help="both (each view separately for per-kernel NCC, and the pair "
+                              "jointly for the cell's radius and shape), separate or joint."),
+    disk: bool = typer.Option(True, help="Also fit the single-parameter half-disk model (Punnappurath et al., "
+                              "ICCP 2020) for comparison."),
+    field_mode: str = typer.Option("kernels", help="What the bank's field grid holds: kernels (the most defocused "
+                                   "capture's measured kernels, magnified per radius; re-renders a held-out "
+                                   "capture best, docs/BENCHMARKS.md) or params (fitted Butterworth per cell)."),
+    max_radius: float = typer.Option(40.0, help="Radius range of the bank's tabulated kernels (px)."),
+    camera: str = typer.Option("calibrated", help="Camera name recorded in the bank."),
+    poor: float = typer.Option(0.9, help="Cells whose fit NCC is below this are reported as poor."),
+    report: Optional[Path] = typer.Option(None, help="Report folder (report.html, PNGs, fit.json); default "
+                                          "<out without .npz>_report."),
+) -> None:
+    """Fit the Butterworth DP model (and the half-disk model) to every kernel, report NCC per kernel,
+    field dependence, poor cells and the radius-disparity line; write the bank and report.html."""
+    from calibration.bank_fit import build_bank, fit_kernel_set
+    from calibration.kernel_stack import KernelSet
+    from calibration.report import write_report
+
+    ks = KernelSet.load(kernels)
+    bar, update = _progress(f"fit {kernels}")
+    with bar:
+        result = fit_kernel_set(ks, views=views, disk=disk, poor=poor, progress=update)
+    bank = build_bank(ks, result, camera=camera, max_radius=max_radius, mode=field_mode)
+    path = bank.save(out)
+    page = write_report(report or out.with_name(out.stem + "_report"), ks, result, path)
+    s = result["summary"]
+    rows = [("kernels", s["kernels"]), ("Butterworth NCC mean / min", f"{s['butterworth_ncc_mean']:.4f} / "
+                                                                      f"{s['butterworth_ncc_min']:.4f}")]
+    if "joint_ncc_mean" in s:
+        rows.append(("Butterworth joint L/R NCC mean", f"{s['joint_ncc_mean']:.4f}"))
+    if "disk_ncc_mean" in s:
+        rows.append(("half-disk NCC mean / min", f"{s['disk_ncc_mean']:.4f} / {s['disk_ncc_min']:.4f}"))
+    fr = s["field_radius_fit"]
+    rows.append(("field: |r| / median", f"{fr['c0']:.3f} + {fr['c2']:.3f} rho^2 (rms {fr['rms']:.3f})"))
+    rd = s["radius_disparity"]
+    rows.append(("radius-disparity", f"d = {rd['line']['slope']:.4f} r + {rd['line']['intercept']:.4f} "
+                 f"(R2 {rd['line']['r2']:.3f})" if rd.get("line") else rd["reason"]))
+    poor_cells = ", ".join(f"({p['row']},{p['col']})" for p in s["poor_cells"])
+    rows.append((f"poor fits (NCC < {poor})", poor_cells or "none"))
+    console.print(_table(f"calibrate fit: {kernels}", ("figure", "value"), rows))
+    console.print(f"[green]wrote[/] {path} and {page}")
+
+
+@command("chart", log_beside="out", group=calibrate_app)
+def calibrate_chart(
+    size: str = typer.Option("2160x3840", help="Chart size WxH in pixels (a monitor's resolution, or a print's)."),
+    out: Path = typer.Option(Path("chart.png"), help="Chart image (.png); its geometry goes to the .json beside it."),
+    seed: int = typer.Option(0, help="Seed of the noise field."),
+    noise_cell: int = typer.Option(2, help="Chart pixels per random cell (about one capture pixel is best)."),
+    pattern: str = typer.Option("bernoulli", help="bernoulli (binary white noise) or bandlimited (binary noise "
+                                "over a few octaves)."),
+) -> None:
+    """Make the calibration chart: a random binary noise field framed by eight ArUco markers on white,
+    plus chart.json with its geometry. Show it full screen (or print it) and capture it."""
+    from calibration.chart import make_chart, save_chart
+    from core.sizes import parse_size
+
+    w, h = parse_size(size)  # WxH as the user types a screen size
+    png, js = save_chart(make_chart(w, h, seed=seed, noise_cell=noise_cell, pattern=pattern), out)
+    console.print(f"[green]wrote[/] {png} ({w}x{h}) and {js}")
+
+
+@command("estimate", log_beside="out", group=calibrate_app)
+def calibrate_estimate(
+    captures: Path = typer.Option(..., help="Folder of chart captures: NAME_L.png + NAME_R.png (or NAME_left.* + "
+                                  "NAME_right.*), 8/16-bit; optional captures.json {NAME: focus setting}."),
+    chart: Path = typer.Option(..., help="chart.json from `calibrate chart`."),
+    out: Path = typer.Option(..., help="Kernels folder to write (atomically), for `calibrate fit`."),
+    white: Optional[Path] = typer.Option(None, help="Folder of white-sheet captures (same naming) for per-view "
+                                         "vignetting gain maps."),
+    grid: str = typer.Option("6x8", help="ROWSxCOLS of field patches over the chart's noise field."),
+    kernel_size: int = typer.Option(41, help="Kernel size in pixels (odd; > 2x the largest blur radius)."),
+    reg: float = typer.Option(1e-3, help="Weight of the kernel-gradient penalty of the least-squares solve."),
+    iterations: int = typer.Option(100, help="Iterations of the non-negative refinement."),
+    min_focus_settings: int = typer.Option(2, help="Refuse fewer focus settings than this (the radius-disparity "
+                                           "line needs 2)."),
+    max_saturated: float = typer.Option(0.02, help="Refuse a capture with more than this fraction of the chart "
+                                        "at full scale."),
+    force: bool = typer.Option(False, help="Replace --out if it exists."),
+) -> None:
+    """Estimate left/right PSFs on a grid of field positions from chart captures: markers, homography,
+    vignetting, regularised least squares per patch, confidence per patch."""
+    import numpy as np
+
+    from calibration.estimate import estimate
+    from core.sizes import parse_size
+
+    bar, update = _progress(f"estimate {captures}")
+    with bar:
+        ks = estimate(captures, chart, parse_size(grid, minimum=1), kernel_size, white, reg, iterations,
+                      min_focus_settings, max_saturated, progress=update)
+    ks.save(out, force=force)
+    rows = []
+    for cap in ks.captures:
+        meta = ks.provenance["per_capture"][cap.name]
+        conf = np.asarray(cap.diagnostics["confidence"])
+        rows.append((cap.name, cap.focus, len(meta["markers"]), f"{meta['saturated']:.2%}", f"{conf.mean():.3f}",
+                     f"{conf.min():.3f}"))
+    console.print(_table(f"calibrate estimate: {ks.grid[0]}x{ks.grid[1]} patches of {ks.patch} px at {ks.crop}",
+                         ("capture", "focus", "markers", "saturated", "confidence mean", "min"), rows))
+    console.print(f"[green]wrote[/] {out} ({np.mean(ks.provenance['seconds_per_capture']):.1f} s per capture)")
 
 
 def main() -> None:

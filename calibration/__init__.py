@@ -1,2 +1,3 @@
-"""Optics and dual-pixel PSFs: thin lens, camera profiles, the Butterworth DP PSF model,
-PSF banks, and (later) PSF estimation from device captures. Knows nothing about networks."""
+"""Optics and dual-pixel PSFs: thin lens, camera profiles, the Butterworth DP PSF model, PSF
+banks, and calibrating them on a device (chart, estimation from captures, kernel stacks, model
+fits, the report) plus the classical DP deblurring baseline. Knows nothing about networks."""

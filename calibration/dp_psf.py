@@ -50,11 +50,13 @@ def kernel_size(radius: float) -> int:
     return 2 * (math.ceil(abs(radius)) + 1) + 1
 
 
-def _centred_grid(size: int, supersample: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def _centred_grid(size: int, supersample: int = 1, offset: tuple[float, float] = (0.0, 0.0)
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates (x, y) relative to the kernel centre moved by ``offset`` (dy, dx)."""
     half = size // 2
     step = 1.0 / supersample
     coords = np.arange(-half - 0.5 + step / 2, half + 0.5, step)
-    return np.meshgrid(coords, coords)
+    return np.meshgrid(coords - offset[1], coords - offset[0])
 
 
 def _box_downsample(a: np.ndarray, factor: int) -> np.ndarray:
@@ -62,19 +64,21 @@ def _box_downsample(a: np.ndarray, factor: int) -> np.ndarray:
     return a.reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
 
 
-def disk_coverage(radius: float, size: int) -> np.ndarray:
-    """C: fraction of each pixel covered by a disk of ``|radius|`` (4x4 supersampled)."""
-    x, y = _centred_grid(size, _SUPERSAMPLE)
+def disk_coverage(radius: float, size: int, offset: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+    """C: fraction of each pixel covered by a disk of ``|radius|`` centred ``offset`` (dy, dx) px
+    from the array centre (4x4 supersampled)."""
+    x, y = _centred_grid(size, _SUPERSAMPLE, offset)
     return _box_downsample((x * x + y * y <= radius * radius).astype(np.float64), _SUPERSAMPLE)
 
 
-def butterworth_profile(radius: float, params: PSFParams, size: int | None = None) -> np.ndarray:
+def butterworth_profile(radius: float, params: PSFParams, size: int | None = None,
+                        offset: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
     """H = B' o C before smoothing (seed 004, eq. 2-3): B = 1 / (1 + (D0/rho)^(2n)) rescaled to
     [beta, 1] over the disk, times the disk coverage. Centre = beta, rim = 1 (the donut)."""
     r = abs(radius)
     size = size or kernel_size(r)
-    coverage = disk_coverage(r, size)
-    x, y = _centred_grid(size)
+    coverage = disk_coverage(r, size, offset)
+    x, y = _centred_grid(size, 1, offset)
     rho = np.hypot(x, y)
     d0 = 2.0 * r / params.alpha
     with np.errstate(divide="ignore", over="ignore"):
@@ -88,15 +92,18 @@ def butterworth_profile(radius: float, params: PSFParams, size: int | None = Non
     return scaled * coverage
 
 
-def dual_pixel_psf(radius: float, params: PSFParams = PSFParams(), size: int | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def dual_pixel_psf(radius: float, params: PSFParams = PSFParams(), size: int | None = None,
+                   offset: tuple[float, float] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
     """Left and right DP PSFs for a signed CoC radius in pixels (seed 004, eq. 2-4).
 
     Returns two float64 ``size x size`` kernels (default :func:`kernel_size`), each summing to
-    1/2. |r| < 0.5 px is in focus: both are half a delta.
+    1/2. |r| < 0.5 px is in focus: both are half a delta. ``offset`` (dy, dx) moves the disk's
+    centre off the array centre by sub-pixel amounts (measured kernels are rarely centred); with
+    an offset the right PSF is the left one mirrored about the disk's vertical axis.
     """
     if not math.isfinite(radius):
         raise ValueError(f"PSF radius must be finite, got {radius}")
+    offset = (float(offset[0]), float(offset[1]))
     r = abs(radius)
     size = size or kernel_size(r)
     if size % 2 == 0:
@@ -107,15 +114,22 @@ def dual_pixel_psf(radius: float, params: PSFParams = PSFParams(), size: int | N
         return delta, delta.copy()
     if size < 2 * math.ceil(r) + 1:
         raise ValueError(f"kernel size {size} is too small for radius {radius}")
-    h = butterworth_profile(r, params, size)
+    shifted = offset != (0.0, 0.0)
+    if shifted and size < 2 * math.ceil(r + max(abs(offset[0]), abs(offset[1]))) + 1:
+        raise ValueError(f"kernel size {size} is too small for radius {radius} at offset {offset}")
+    h = butterworth_profile(r, params, size, offset)
     sigma = params.kappa * r
     if sigma > 0.1:
         h = ndimage.gaussian_filter(h, sigma, mode="constant", truncate=3.0)
-    x, _ = _centred_grid(size)
+    x, _ = _centred_grid(size, 1, offset)
     ramp = np.clip((x + r) / (2.0 * r), 0.0, 1.0)
     left = h * ramp
     left /= 2.0 * left.sum()
-    right = left[:, ::-1].copy()
+    if shifted:  # mirror about the disk's axis: the same profile with the ramp reversed
+        right = h * np.clip((r - x) / (2.0 * r), 0.0, 1.0)
+        right /= 2.0 * right.sum()
+    else:
+        right = left[:, ::-1].copy()
     if radius < 0:
         left, right = right, left
     return left, right

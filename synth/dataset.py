@@ -16,7 +16,7 @@ import numpy as np
 from calibration.cameras import CameraError, get_camera, get_pair, load_profiles
 from calibration.psf_bank import PSFBank
 from synth import writers
-from synth.render import BankPSF
+from synth.field_render import bank_provider
 from synth.dp_sample import make_dp_sample
 from synth.dual_camera import make_dual_camera_sample
 from synth.scenes import load_texture_folder, random_scene
@@ -131,7 +131,7 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
                 sample = make_dp_sample(scene, camera, rng=rng, noise_scale=cfg.noise_scale,
                                         distortion=cfg.distortion, max_layers=cfg.max_layers,
                                         refocus=cfg.refocus, device=cfg.device,
-                                        psf=BankPSF(bank, int(rng.integers(len(bank.params)))) if bank else None)
+                                        psf=bank_provider(bank, int(rng.integers(len(bank.params)))) if bank else None)
                 if cfg.format == "dpdd":
                     files = [str(p.relative_to(tmp)) for p in writers.write_dpdd_sample(tmp, cfg.split, name, sample)]
                 elif cfg.format == "pixel":

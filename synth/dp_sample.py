@@ -69,7 +69,7 @@ def make_dp_sample(scene: Scene, camera: CameraProfile, *, rng: np.random.Genera
     psf = psf or ParametricPSF(params)
     image = camera_channels(scene.image, camera)
     coc = camera.coc_px(scene.depth, scale=scale).astype(np.float32)
-    views = render_dp(image, coc, psf, max_layers=max_layers, coc_step=COC_STEP, device=device)
+    views = _render(psf, image, coc, max_layers=max_layers, coc_step=COC_STEP, device=device)
     disp = disparity_map(coc, psf)
     sharp, left, right = image, views.left, views.right
     coeffs = list(camera.distortion) if distortion else []
@@ -80,7 +80,7 @@ def make_dp_sample(scene: Scene, camera: CameraProfile, *, rng: np.random.Genera
         focus_mask = pick_focus_region(scene.depth, rng)
         focus_m = float(np.median(scene.depth[focus_mask]))
         coc_t = camera.coc_px(scene.depth, focus_distance_m=focus_m, scale=scale).astype(np.float32)
-        refocused = render_dp(image, coc_t, psf, max_layers=max_layers, coc_step=COC_STEP, device=device).combined
+        refocused = _render(psf, image, coc_t, max_layers=max_layers, coc_step=COC_STEP, device=device).combined
         extra = [refocused]
     if any(abs(c) > 0 for c in coeffs):
         sharp, left, right, *extra = degrade.apply_distortion([sharp, left, right, *extra], coeffs)
@@ -112,6 +112,14 @@ def make_dp_sample(scene: Scene, camera: CameraProfile, *, rng: np.random.Genera
         meta["refocus"] = {"focus_distance_m": focus_m, "focus_pixels": int(focus_mask.sum())}
     return DPSample(_f32(sharp), _f32(left), _f32(right), _f32(0.5 * (left + right)), _f32(coc), _f32(disp),
                     _f32(scene.depth), meta, focus_mask, None if refocused is None else _f32(refocused))
+
+
+def _render(psf, image, coc, **kwargs):
+    """A provider with its own ``render`` (field-varying PSFs of a calibrated bank,
+    ``synth.field_render.FieldPSF``) renders itself; any other goes through ``render_dp``."""
+    if hasattr(psf, "render"):
+        return psf.render(image, coc, **kwargs)
+    return render_dp(image, coc, psf, **kwargs)
 
 
 def _f32(a: np.ndarray) -> np.ndarray:

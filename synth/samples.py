@@ -16,15 +16,19 @@ full frame (``models.radial``). All arrays are float32 CHW (clips: T x C x H x W
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from dataclasses import replace as dc_replace
+from functools import lru_cache
 
 import cv2
 import numpy as np
 
 from calibration.cameras import RDPD_CAMERA_SETS, get_camera, get_pair
 from models.radial import radial_map
+from calibration.psf_bank import PSFBank
 from synth.dp_sample import make_dp_sample
+from synth.field_render import bank_provider
 from synth.dual_camera import make_dual_camera_sample
 from synth.photos import photo_textures
 from synth.profiles import get_profile
@@ -83,11 +87,33 @@ def example_from_frames(spec, frames: list[dict], meta: dict | None = None) -> E
 # ----------------------------------------------------------------------------- renderers
 
 
+@lru_cache(maxsize=4)
+def load_bank(path: str) -> PSFBank:
+    """A PSF bank file, read once per process (pool slots share it)."""
+    return PSFBank.load(path)
+
+
+def _bank_psf(psf_bank: str | None, rng: np.random.Generator):
+    """The PSF provider of a ``--psf-bank`` file (field-varying when it has a field grid), or
+    None for the Butterworth model's random parameters. Draws from ``rng`` only with a bank, so
+    runs without one keep their random streams."""
+    if not psf_bank:
+        return None
+    bank = load_bank(str(psf_bank))
+    return bank_provider(bank, int(rng.integers(len(bank.params))))
+
+
+def accepts_psf_bank(renderer: str) -> bool:
+    """Whether a renderer of ``RENDERERS`` can render with a PSF bank."""
+    return "psf_bank" in inspect.signature(RENDERERS[renderer]).parameters
+
+
 def _dp_render(rng: np.random.Generator, size, camera: str | None, profile: str | None,
-               photos=None, refocus: bool = False, device="cpu"):
+               photos=None, refocus: bool = False, device="cpu", psf_bank: str | None = None):
     """One DP sample of ``size`` drawn from a data profile (``synth.profiles``): the camera, the
     front blur, the scene, the exposure, the noise; green-only cameras' views are copied to three
-    channels, as the capture readers do. Returns (DPSample, camera)."""
+    channels, as the capture readers do; ``psf_bank`` renders with a (calibrated) PSF bank.
+    Returns (DPSample, camera)."""
     prof = get_profile(profile)
     cam = get_camera(camera or prof.dp_camera or RDPD_CAMERA_SETS[int(rng.integers(len(RDPD_CAMERA_SETS)))])
     if prof.grey_probability > 0:
@@ -106,7 +132,8 @@ def _dp_render(rng: np.random.Generator, size, camera: str | None, profile: str 
     lo, hi = prof.exposure
     if hi != lo:
         scene.image = scene.image * np.float32(np.exp(rng.uniform(np.log(lo), np.log(hi))))
-    s = make_dp_sample(scene, cam, rng=rng, distortion=False, refocus=refocus, device=device, noise=prof.noise)
+    s = make_dp_sample(scene, cam, rng=rng, distortion=False, refocus=refocus, device=device, noise=prof.noise,
+                       psf=_bank_psf(psf_bank, rng))
     if cam.channels == "green":
         for name in ("sharp", "left", "right", "combined", "refocused"):
             if getattr(s, name) is not None:
@@ -116,12 +143,12 @@ def _dp_render(rng: np.random.Generator, size, camera: str | None, profile: str 
 
 def dp_clip(rng: np.random.Generator, size=(128, 128), frames: int = 4, camera: str | None = None,
             motion_px: float = 3.0, device="cpu", profile: str | None = None,
-            photos=None) -> tuple[list[dict], dict]:
+            photos=None, psf_bank: str | None = None) -> tuple[list[dict], dict]:
     """Fields of a DP clip (left, right, combined, sharp, coc, radial per frame) and its meta."""
     h, w = size
     m = int(np.ceil(motion_px * frames)) + 2
     big = (2 * h + 2 * m, 2 * w + 2 * m)  # room for texture-based crop choice and the motion
-    s, cam = _dp_render(rng, big, camera, profile, photos, device=device)
+    s, cam = _dp_render(rng, big, camera, profile, photos, device=device, psf_bank=psf_bank)
     y0, x0 = pick_textured_crop(s.sharp, (h + 2 * m, w + 2 * m), rng)
     fh, fw, top, left = _radial_for_crop(h, w, rng, margin=m)
     out = []
@@ -175,9 +202,11 @@ def dual_camera_fields(s, rng: np.random.Generator, all_in_focus_prob: float = 0
 
 
 def dp_refocus(rng: np.random.Generator, size=(128, 128), camera: str | None = None,
-               device="cpu", profile: str | None = None, photos=None) -> tuple[list[dict], dict]:
+               device="cpu", profile: str | None = None, photos=None,
+               psf_bank: str | None = None) -> tuple[list[dict], dict]:
     """Fields of one DP frame with a focus mask and its refocus render."""
-    s, cam = _dp_render(rng, size, camera, profile, photos, refocus=True, device=device)
+    s, cam = _dp_render(rng, size, camera, profile, photos, refocus=True, device=device,
+                        psf_bank=psf_bank)
     return [dp_fields(s)], {"psf_params": s.meta["psf_params"], "camera": cam.name, "channels": cam.channels}
 
 

@@ -71,6 +71,7 @@ class TrainConfig:
     profile: str = "default"  # data profile of the synthetic pool (synth.profiles: default, phone)
     photos: str | None = None  # folder of photos added to the profile's bundled ones (photo scenes)
     init_partial: bool = False  # warm start: load the tensors that fit, start the others fresh
+    psf_bank: str | None = None  # render the synthetic pool with this PSF bank (e.g. calibrated on a device)
 
     @property
     def run_dir(self) -> Path:
@@ -130,6 +131,13 @@ def load_config(model: str, variant: str, overrides: dict | None = None, resume:
     get_profile(out.profile)  # a clear error for an unknown profile
     if out.refresh_every < 0:
         raise TrainError(f"refresh_every must be 0 (fixed pool) or a number of steps, got {out.refresh_every}")
+    if out.psf_bank:
+        from synth.samples import accepts_psf_bank, load_bank
+
+        if not accepts_psf_bank(get(model).data.renderer):
+            raise TrainError(f"--psf-bank {out.psf_bank}: {model}'s data renderer "
+                             f"({get(model).data.renderer}) does not render dual-pixel PSFs")
+        load_bank(out.psf_bank)  # a bad file fails now, not after the pool started
     return out
 
 
@@ -157,6 +165,8 @@ def synthetic_example(cfg: TrainConfig, index: int, generation: int = 0) -> Exam
     kwargs = {"frames": cfg.frames} if spec.is_sequence else {}
     if cfg.profile != DEFAULT_PROFILE or cfg.photos:
         kwargs.update(profile=cfg.profile, photos=cfg.photos)
+    if cfg.psf_bank:
+        kwargs["psf_bank"] = cfg.psf_bank
     return render_example(spec, np.random.default_rng(key), (cfg.pool_image, cfg.pool_image),
                           device=render_device(cfg), **kwargs)
 
