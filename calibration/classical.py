@@ -150,3 +150,32 @@ def classical_deblur(left: np.ndarray, right: np.ndarray, kernels: KernelSet, ca
     if squeeze:
         out = out[..., 0]
     return (out, chosen) if return_scales else out
+
+
+# The public Pixel 4 calibration (Xin et al., ICCV 2021): a 6 x 8 grid of 168-px patches over the
+# central 1008 x 1344 of the views, stored as blur_kernels_left.npy / blur_kernels_right.npy.
+PIXEL4_GRID, PIXEL4_PATCH = (6, 8), 168
+LABEL = "classical (calibrated kernels, per-patch scale, Wiener)"
+
+
+def deblur_capture(left: np.ndarray, right: np.ndarray, calibration_dir) -> tuple[str, np.ndarray]:
+    """``evaluate``'s classical baseline on one capture: the kernels of ``calibration_dir`` (a
+    ``calibrate import`` folder, or the public stacks ``blur_kernels_{left,right}.npy`` in the Pixel 4
+    layout, centred on the views), then :func:`classical_deblur`. Returns (row label, image)."""
+    from pathlib import Path
+
+    from calibration.kernel_stack import MANIFEST, import_stacks
+
+    folder = Path(calibration_dir)
+    if (folder / MANIFEST).is_file():
+        kernels = KernelSet.load(folder)
+    else:
+        (rows, cols), patch = PIXEL4_GRID, PIXEL4_PATCH
+        h, w = np.shape(left)[:2]
+        if h < rows * patch or w < cols * patch:
+            raise ClassicalError(f"{folder}: the Pixel 4 kernel grid ({rows * patch}x{cols * patch}) does not fit "
+                                 f"views of {h}x{w}")
+        crop = ((h - rows * patch) // 2, (w - cols * patch) // 2, rows * patch, cols * patch)
+        kernels = import_stacks(folder / "blur_kernels_left.npy", folder / "blur_kernels_right.npy",
+                                (rows, cols), patch, crop)
+    return LABEL, classical_deblur(left, right, kernels)

@@ -214,3 +214,26 @@ def test_model_row_through_an_exported_artifact_is_tiled(pixel_set, tmp_path):
     assert "tiled at full resolution: 32x32 tiles, overlap 16 px, blended" in row["model_processing"]
     with pytest.raises(ec.EvaluationError, match="artifact is of model 'uid', not 'rdpd'"):
         ec.evaluate_captures("rdpd", root, artifact=art, limit=1)
+
+
+def test_classical_row_runs_with_kernels_beside_the_captures(pixel_set, tmp_path):
+    """A `calibrate import`-style kernels folder in <captures>/calibration/ turns the classical hook
+    into a scored row (calibration.classical.deblur_capture) next to the input."""
+    import shutil
+
+    from calibration.dp_psf import PSFParams, dual_pixel_psf
+    from calibration.kernel_stack import Capture, KernelSet
+
+    root, _ = pixel_set
+    data = tmp_path / "set"
+    shutil.copytree(root, data)
+    kl, kr = dual_pixel_psf(2.0, PSFParams(9, 0.5, 0.2), 9)
+    kl, kr = (kl / kl.sum()).astype(np.float32), (kr / kr.sum()).astype(np.float32)
+    ks = KernelSet((3, 4), 16, [Capture("ref", np.stack([kl] * 12), np.stack([kr] * 12))], (0, 0, 48, 64), (48, 64))
+    ks.save(data / "calibration")
+    res = ec.evaluate_captures("rdpd", data, search=6)
+    label = res["methods"][-1]
+    assert label.startswith("classical"), res["methods"]
+    for row in res["scenes"]:
+        sc = row["scores"][label]["linear"]
+        assert np.isfinite(sc["psnr"]) and 0 < sc["ssim"] <= 1

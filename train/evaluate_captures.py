@@ -180,13 +180,16 @@ def classical(scene: Scene) -> tuple[str, np.ndarray] | str:
     defocus scale from the two views, Wiener deconvolution of (L+R)/2), which
     ``calibration/classical.py`` provides. Contract: ``calibration.classical.deblur_capture(left,
     right, calibration_dir)`` with the views (H x W, linear) and the folder holding
-    ``blur_kernels_{left,right}.npy`` returns (row label, H x W estimate at the views' size).
+    ``blur_kernels_{left,right}.npy`` (or a ``calibrate import`` kernels folder) returns (row label,
+    H x W estimate at the views' size).
     Returns (label, C x H x W) or the reason it cannot run."""
     calib = Path(scene.capture.path).parent / "calibration"
     if scene.encoding != "linear" or "left" not in scene.capture.arrays:
         return "needs linear dual-pixel views"
-    if not (calib / "blur_kernels_left.npy").is_file() or not (calib / "blur_kernels_right.npy").is_file():
-        return f"no calibrated kernels ({calib.name}/blur_kernels_{{left,right}}.npy)"
+    public = (calib / "blur_kernels_left.npy").is_file() and (calib / "blur_kernels_right.npy").is_file()
+    if not public and not (calib / "kernels.json").is_file():
+        return (f"no calibrated kernels ({calib.name}/blur_kernels_{{left,right}}.npy, or a `calibrate import` "
+                f"folder there)")
     try:
         from calibration import classical as impl
     except ImportError:
