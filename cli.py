@@ -96,11 +96,12 @@ def _third_party_output(log: Path | None):
                 pass
 
 
-def command(name: str | None = None, log_beside: str | None = None):
+def command(name: str | None = None, log_beside: str | None = None, on: typer.Typer | None = None):
     """Register a CLI command. While it runs, third-party output goes to the log beside the
     output named by the option ``log_beside`` (:func:`log_path`). ``UserError`` -> one line,
     exit 2; a file the system refuses (``OSError`` naming it) -> one line, exit 2; any other
-    exception is a bug -> its traceback saved to a file the message names, exit 70."""
+    exception is a bug -> its traceback saved to a file the message names, exit 70. ``on``: a
+    sub-app (``parity``, ``bench``) instead of the root app."""
     def wrap(fn):
         @functools.wraps(fn)
         def run(*args, **kwargs):
@@ -122,7 +123,7 @@ def command(name: str | None = None, log_beside: str | None = None):
                 fail(f"{exc.filename}: {exc.strerror or exc}")
             except Exception as exc:  # a bug: say so, keep the traceback
                 _bug(exc, log, fn.__name__)
-        return app.command(name)(run)
+        return (on or app).command(name)(run)
     return wrap
 
 
@@ -419,6 +420,97 @@ def export_cmd(
                   soft_wrap=True)
     if failed(rows):
         raise typer.Exit(1)
+
+# --- device tests: parity bundles and phone outputs (device_tests/) ---------------------------
+
+parity_app = typer.Typer(help="Parity bundles for phones: make one, check a phone's outputs, prove it on this host.",
+                         no_args_is_help=True)
+app.add_typer(parity_app, name="parity")
+
+
+@command("bundle", log_beside="out", on=parity_app)
+def parity_bundle_cmd(
+    artifact: Path = typer.Option(..., help="An artifact folder written by `cli.py export`."),
+    inputs: int = typer.Option(4, help="Number of realistic input samples (synthetic test split)."),
+    out: Path = typer.Option(..., help="Bundle folder to write (docs/PARITY_BUNDLE.md)."),
+    seed: int = typer.Option(0, help="Seed of the test-split samples."),
+    checkpoint: Optional[Path] = typer.Option(None, help="The artifact's checkpoint, if it moved since the export."),
+    force: bool = typer.Option(False, help="Replace --out if it exists."),
+) -> None:
+    """Model file + realistic inputs + PyTorch reference outputs (+ ground truth) as .bin/.npy with a manifest."""
+    from device_tests.bundle import make_bundle
+
+    bar, update = _progress(f"parity bundle {artifact.name}")
+    with bar:
+        path = make_bundle(artifact, inputs, out, force=force, seed=seed, checkpoint=checkpoint, progress=update)
+    console.print(f"[green]wrote[/] bundle {path} ({inputs} samples); the app writes {path}/outputs/<sample>/<output>.bin"
+                  " (docs/PARITY_BUNDLE.md)", soft_wrap=True)
+
+
+def _check_tables(res: dict) -> None:
+    console.print(_table(f"parity check: {res['artifact']['model']} {res['artifact']['target']} {res['precision']} "
+                         f"on {res['device'] or 'device'} (PSNR = AI Hub's: peak max|ref|)",
+                         ("output", "shape", "psnr dB", "max |diff|", "mean |diff|", "faults"),
+                         [(r["name"], "x".join(map(str, r["shape"])), "" if r["psnr"] is None else f"{r['psnr']:.2f}",
+                           "" if r["max_abs"] is None else f"{r['max_abs']:.3g}",
+                           "" if r["mean_abs"] is None else f"{r['mean_abs']:.3g}", "; ".join(r["faults"]))
+                          for r in res["results"]], right=("psnr dB", "max |diff|", "mean |diff|")))
+    if res.get("task"):
+        t = res["task"]
+        console.print(_table(f"task PSNR of {t['output']} vs ground truth, by blur band (|CoC|)",
+                             ("band", "device dB", "reference dB", "delta dB", "pixels"),
+                             [(k, f"{v['device_psnr_db']:.2f}", f"{v['reference_psnr_db']:.2f}", f"{v['delta_db']:+.2f}",
+                               v["pixels"]) for k, v in t["bands"].items()], right=("device dB", "reference dB",
+                                                                                     "delta dB", "pixels")))
+    verdicts = ", ".join(f"{p} {v}" for p, v in res["verdicts"].items())
+    console.print(f"verdict per precision threshold: {verdicts}", soft_wrap=True)
+    for f in res["faults"]:
+        console.print(f"[bold red]fault:[/] {f}", soft_wrap=True, highlight=False)
+
+
+@command("check", on=parity_app)
+def parity_check_cmd(
+    bundle: Path = typer.Option(..., help="The parity bundle the phone ran."),
+    outputs: Path = typer.Option(..., help="The app's outputs folder (<sample>/<output>.bin, optional run.json)."),
+    device: Optional[str] = typer.Option(None, help="Device name, e.g. pixel8 (recorded in the results store)."),
+    out: Optional[Path] = typer.Option(None, help="Folder for check.json and heatmaps (default <outputs>.check)."),
+    store: Path = typer.Option(Path("results/device_results.sqlite"), help="Results store (SQLite); "
+                               "a row is added when --device is given."),
+) -> None:
+    """Compare a phone's outputs with the bundle: PSNR, |diff|, heatmaps, verdicts, named faults; exit 1 on fail."""
+    from device_tests.check import check
+
+    res = check(bundle, outputs, device=device, out=out)
+    _check_tables(res)
+    if device:
+        from device_tests.store import add_parity
+
+        row = add_parity(store, res)
+        for flag in row.get("regressions", []):
+            console.print(f"[bold yellow]regression:[/] {flag}", soft_wrap=True)
+    console.print(f"report: {res['report_dir']} (check.json, heatmaps); verdict [bold]{res['verdict']}[/]")
+    if res["verdict"] != "pass":
+        raise typer.Exit(1)
+
+
+@command("host", on=parity_app)
+def parity_host_cmd(
+    bundle: Path = typer.Option(..., help="A parity bundle."),
+    out: Optional[Path] = typer.Option(None, help="Folder for the checks (default <bundle>.host)."),
+) -> None:
+    """Run the bundle through every runner this host has (the artifact's runtime, PyTorch) and check each."""
+    from device_tests.host import host_parity
+
+    rows = host_parity(bundle, out)
+    console.print(_table(f"parity host: {bundle}", ("runtime", "verdict", "worst psnr dB", "max |diff|", "per precision",
+                                                    "note"),
+                         [(r["runtime"], r["verdict"], "" if r["psnr"] is None else f"{r['psnr']:.2f}",
+                           "" if r.get("max_abs") is None else f"{r['max_abs']:.3g}",
+                           ", ".join(f"{p} {v}" for p, v in r["verdicts"].items()),
+                           r["reason"] or "; ".join(r["faults"])) for r in rows], right=("worst psnr dB", "max |diff|")))
+    if any(r["verdict"] == "fail" for r in rows):
+        raise typer.Exit(1)
+
 
 
 def main() -> None:
