@@ -510,11 +510,20 @@ def parity_check_cmd(
 def parity_host_cmd(
     bundle: Path = typer.Option(..., help="A parity bundle."),
     out: Optional[Path] = typer.Option(None, help="Folder for the checks (default <bundle>.host)."),
+    store: Optional[Path] = typer.Option(Path("results/device_results.sqlite"), help="Results store: the artifact "
+                                         "runtime's check is added as a parity row of device 'host'."),
 ) -> None:
     """Run the bundle through every runner this host has (the artifact's runtime, PyTorch) and check each."""
     from device_tests.host import host_parity
 
     rows = host_parity(bundle, out)
+    if store is not None:
+        from device_tests.store import add_parity
+
+        for r in rows:
+            if r.get("check") and not r["reference"]:
+                for flag in add_parity(store, r["check"]).get("regressions", []):
+                    console.print(f"[bold yellow]regression:[/] {flag}", soft_wrap=True)
     _plain(f"parity host: {bundle}", ("runtime", "verdict", "worst psnr dB", "max |diff|", "per precision", "note"),
            [(r["runtime"], r["verdict"], "" if r["psnr"] is None else f"{r['psnr']:.2f}",
              "" if r.get("max_abs") is None else f"{r['max_abs']:.3g}",

@@ -33,8 +33,12 @@ def write_app_outputs(bundle: Bundle, run, folder: Path, runtime: str) -> Path:
     return folder
 
 
+REFERENCE_RUNTIME = "PyTorch eager fp32 (checkpoint)"
+
+
 def runners_for(bundle: Bundle) -> list[tuple[str, object, str | None]]:
-    """(runtime name, run function or None, reason it cannot run) for every runner of this bundle."""
+    """(runtime name, run function or None, reason it cannot run) for every runner of this bundle:
+    the artifact's runtime first, then the PyTorch reference (REFERENCE_RUNTIME)."""
     import torch
 
     from export.parity import torch_run
@@ -54,9 +58,9 @@ def runners_for(bundle: Bundle) -> list[tuple[str, object, str | None]]:
         spec, model = float_model(_artifact_manifest(bundle))
         names, outs = [e["name"] for e in bundle.inputs], [e["name"] for e in bundle.outputs]
         torch.manual_seed(0)
-        out.append(("PyTorch eager fp32 (checkpoint)", lambda x: torch_run(model, names, outs, x), None))
+        out.append((REFERENCE_RUNTIME, lambda x: torch_run(model, names, outs, x), None))
     except Exception as exc:  # noqa: BLE001 - a missing checkpoint is a row, not a failure
-        out.append(("PyTorch eager fp32 (checkpoint)", None, str(exc)))
+        out.append((REFERENCE_RUNTIME, None, str(exc)))
     return out
 
 
@@ -75,11 +79,13 @@ def host_parity(bundle_dir: str | Path, out: str | Path | None = None) -> list[d
         for i, (runtime, run, reason) in enumerate(runners_for(bundle)):
             if run is None:
                 rows.append({"runtime": runtime, "verdict": "not run", "psnr": None, "reason": reason,
-                             "verdicts": {}, "faults": []})
+                             "verdicts": {}, "faults": [], "reference": runtime == REFERENCE_RUNTIME})
                 continue
             folder = write_app_outputs(bundle, run, Path(tmp) / f"runner{i}", runtime)
             res = check(bundle.root, folder, device="host", out=out / f"runner{i}")
-            rows.append({"runtime": runtime, "verdict": res["verdict"], "psnr": res["worst_psnr_db"],
+            res["run"] = {"runtime": runtime, "artifact_sha256": bundle.artifact.get("artifact_sha256")}
+            rows.append({"runtime": runtime, "verdict": res["verdict"], "psnr": res["worst_psnr_db"], "check": res,
+                         "reference": runtime == REFERENCE_RUNTIME,
                          "verdicts": res["verdicts"], "faults": res["faults"], "reason": None,
                          "report_dir": res["report_dir"],
                          "max_abs": max(r["max_abs"] for r in res["results"] if r["max_abs"] is not None)})

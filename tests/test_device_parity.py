@@ -213,10 +213,17 @@ def test_parity_host_and_cli(bundle, host_outputs, tmp_path):
     rows = host_parity(bundle, tmp_path / "host")
     assert [r["verdict"] for r in rows] == ["pass", "pass"] and rows[0]["runtime"].startswith("onnxruntime")
     r = runner.invoke(cli.app, ["parity", "check", "--bundle", str(bundle), "--outputs", str(host_outputs),
-                                "--device", "pixel-test", "--out", str(tmp_path / "c"),
+                                "--device", "Pixel 8", "--out", str(tmp_path / "c"),
                                 "--store", str(tmp_path / "r.sqlite")])
     assert r.exit_code == 0, r.output
     assert "psnr dB" in r.output and "fp32 pass" in r.output
+    from device_tests import store
+    row, = store.rows(tmp_path / "r.sqlite")
+    assert (row["kind"], row["device"], row["verdict"], row["target"]) == ("parity", "Pixel 8", "pass", "onnx")
+    r = runner.invoke(cli.app, ["parity", "host", "--bundle", str(bundle), "--out", str(tmp_path / "h"),
+                                "--store", str(tmp_path / "r.sqlite")])
+    assert r.exit_code == 0, r.output
+    assert [x["device"] for x in store.rows(tmp_path / "r.sqlite")] == ["Pixel 8", "host"]
     bad = _planted((bundle, host_outputs), tmp_path, lambda n, a: a * 255.0)
     r = runner.invoke(cli.app, ["parity", "check", "--bundle", str(bundle), "--outputs", str(bad),
                                 "--out", str(tmp_path / "c2")])
