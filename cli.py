@@ -587,6 +587,14 @@ def bench_cmd(
     dirs = [artifact] if artifact is not None else bench.artifacts_of(model, root, variant)
     rows = []
     if serial is not None:
+        if model is not None:  # only the artifacts the given binary runs
+            from export.targets import get as get_target
+
+            kind = adb_mod.tool_of(Path(binary or "?"), tool)
+            keep = [d for d in dirs if get_target(bench.read_manifest(d)["target"]).device_bench_tool == kind]
+            for d in sorted(set(dirs) - set(keep)):
+                console.print(f"[dim]skipped {d}: not run by {kind}[/]", soft_wrap=True)
+            dirs = keep
         for d in dirs:
             for r in adb_mod.bench_adb(d, device, binary, th, runs, min_seconds, warmup, tool,
                                        log=lambda s: console.print(f"[dim]{s}[/]")):

@@ -309,3 +309,10 @@ def test_cli_bench_adb_stores_rows(fake_adb, artifacts, tmp_path):
     row = store.rows(db)[0]
     assert row["device"] == "Pixel 8" and row["source"] == "adb:38041FDJH00B2K" and row["median_ms"] == 249.5
     assert np.isclose(row["first_ms"], 360.262)
+    root = artifacts["tflite"].parent.parent  # --model: only the artifacts benchmark_model runs
+    r = runner.invoke(cli.app, ["bench", "--model", "uid", "--variant", "tiny", "--root", str(root), "--device",
+                                "adb:38041FDJH00B2K", "--binary", str(tmp_path / "benchmark_model"), "--threads", "2",
+                                "--store", str(db)])
+    assert r.exit_code == 0, r.output
+    assert "skipped" in r.output and "onnx" in r.output
+    assert [(x["target"], x["threads"]) for x in store.rows(db)] == [("tflite", 1), ("tflite", 2)]
