@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 import cli
 from device_tests import adb as adbm
 from device_tests import bench, parsers, store
-from device_tests.report import write_report
 from export import pipeline
 from export.request import ExportRequest
 
