@@ -481,7 +481,7 @@ def _check_tables(res: dict) -> None:
         console.print(f"[bold red]fault:[/] {f}", soft_wrap=True, highlight=False)
 
 
-@command("check", on=parity_app)
+@command("check", log_beside="bundle", on=parity_app)
 def parity_check_cmd(
     bundle: Path = typer.Option(..., help="The parity bundle the phone ran."),
     outputs: Path = typer.Option(..., help="The app's outputs folder (<sample>/<output>.bin, optional run.json)."),
@@ -506,7 +506,7 @@ def parity_check_cmd(
         raise typer.Exit(1)
 
 
-@command("host", on=parity_app)
+@command("host", log_beside="bundle", on=parity_app)
 def parity_host_cmd(
     bundle: Path = typer.Option(..., help="A parity bundle."),
     out: Optional[Path] = typer.Option(None, help="Folder for the checks (default <bundle>.host)."),
