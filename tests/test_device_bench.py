@@ -151,26 +151,41 @@ def test_store_refuses_a_file_that_is_not_one(tmp_path):
 
 # --- real artifacts ----------------------------------------------------------------------------
 
+def _export(root, target):
+    req = ExportRequest(model="uid", variant="tiny", target=target, precision="fp32", height=32, width=32, out=root,
+                        parity_count=1, task_count=1)
+    return Path(pipeline.export_one(req)["path"])
+
+
 @pytest.fixture(scope="session")
 def artifacts(tmp_path_factory):
-    """UiD tiny at 32x32: ONNX and LiteRT fp32 (real files, real runtimes)."""
+    """UiD tiny at 32x32: a real ONNX fp32 artifact, and a LiteRT-shaped folder for the adb and import
+    paths (manifest + a stand-in model file: the phone side is faked, the host never opens it)."""
     root = tmp_path_factory.mktemp("bench") / "art"
-    out = {}
-    for t in ("onnx", "tflite"):
-        req = ExportRequest(model="uid", variant="tiny", target=t, precision="fp32", height=32, width=32, out=root,
-                            parity_count=1, task_count=1)
-        out[t] = Path(pipeline.export_one(req)["path"])
-    return out
+    onnx = _export(root, "onnx")
+    tfl = root / "uid-tiny" / "tflite-fp32-32x32"
+    tfl.mkdir(parents=True)
+    (tfl / "model.tflite").write_bytes(b"TFL3 stand-in")
+    m = json.loads((onnx / "manifest.json").read_text())
+    m.update(target="tflite", model_file="model.tflite", artifact_sha256="d" * 64, conversion={})
+    (tfl / "manifest.json").write_text(json.dumps(m))
+    return {"onnx": onnx, "tflite": tfl}
 
 
 def test_bench_host_row(artifacts):
-    r = bench.bench_host(artifacts["tflite"], threads=1, runs=5, min_seconds=0.05, warmup=1)
-    assert r["device"] == "host" and r["target"] == "tflite" and r["threads"] == 1 and r["runs"] >= 5
+    r = bench.bench_host(artifacts["onnx"], threads=1, runs=5, min_seconds=0.05, warmup=1)
+    assert r["device"] == "host" and r["target"] == "onnx" and r["threads"] == 1 and r["runs"] >= 5
     assert 0 < r["min_ms"] <= r["median_ms"] <= r["p90_ms"] and r["first_ms"] > 0
-    assert r["artifact_sha256"] and r["size"] == "32x32" and r["delegate"].startswith("XNNPACK")
-    assert r["peak_mem_mb"] is None or r["peak_mem_mb"] >= 0
-    o = bench.bench_host(artifacts["onnx"], threads=2, runs=3, min_seconds=0, warmup=0)
-    assert o["runtime"].startswith("onnxruntime") and o["delegate"].startswith("none")
+    assert r["artifact_sha256"] and r["size"] == "32x32" and r["delegate"].startswith("none")
+    assert r["runtime"].startswith("onnxruntime") and (r["peak_mem_mb"] is None or r["peak_mem_mb"] >= 0)
+
+
+@pytest.mark.slow
+def test_bench_host_litert_and_executorch_report_delegates(tmp_path):
+    r = bench.bench_host(_export(tmp_path, "tflite"), threads=2, runs=3, min_seconds=0, warmup=0)
+    assert r["delegate"].startswith("XNNPACK:") and "partition" in r["delegate"]
+    r = bench.bench_host(_export(tmp_path, "executorch"), threads=1, runs=3, min_seconds=0, warmup=0)
+    assert r["delegate"].startswith("XNNPACK:") and " nodes" in r["delegate"]
 
 
 def test_cli_bench_host_import_and_report(artifacts, tmp_path):
@@ -204,7 +219,7 @@ def test_cli_bench_host_import_and_report(artifacts, tmp_path):
     assert "| Pixel 8 | uid | tflite | fp32 | 32x32 | 4 | 249.50 |" in md and "iPhone 15 Pro" in md
     html = (tmp_path / "rep" / "report.html").read_text()
     assert "<table>" in html and 'src="latency.png"' in html
-    for png in ("latency.png", "size.png", "delegate.png"):
+    for png in ("latency.png", "size.png", "delegate.png"):  # the imported log's 58/58 nodes
         assert (tmp_path / "rep" / png).read_bytes()[:4] == b"\x89PNG"
 
 
