@@ -425,6 +425,7 @@ def export_cmd(
     if failed(rows):
         raise typer.Exit(1)
 
+
 # --- device tests: parity bundles and phone outputs (device_tests/) ---------------------------
 
 def _plain(title: str, columns, rows) -> None:
