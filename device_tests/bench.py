@@ -103,7 +103,8 @@ def delegate_info(manifest: dict, backend) -> str:
     d = (manifest.get("conversion") or {}).get("delegation")
     if d and d.get("delegated_nodes") is not None:
         total = d["delegated_nodes"] + d.get("non_delegated_nodes", 0)
-        fb = ", ".join(f"{k} x{v}" for k, v in list((d.get("fallback_ops") or {}).items())[:4])
+        ops = sorted((d.get("fallback_ops") or {}).items(), key=lambda kv: -kv[1])
+        fb = ", ".join(f"{k} x{v}" for k, v in ops[:3]) + (f" +{len(ops) - 3} more" if len(ops) > 3 else "")
         return (f"XNNPACK: {d['delegated_nodes']}/{total} nodes, {d.get('delegated_subgraphs')} subgraph(s)"
                 + (f"; portable: {fb}" if fb else ""))
     fn = getattr(backend, "delegation", None)

@@ -9,6 +9,7 @@ size, delegate coverage. Written whole through ``core.atomic.atomic_dir``.
 from __future__ import annotations
 
 import html
+import math
 import re
 from pathlib import Path
 
@@ -36,15 +37,16 @@ def _coverage(text: str | None) -> float | None:
 
 
 def latency_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    # speed-up = the PyTorch eager baseline's median / this row's (same device, model, size, threads)
     base = {(r["device"], r["model"], r["size"], r["threads"]): r["median_ms"] for r in rows
             if r["target"] == BASELINE_TARGET and r.get("median_ms")}
     cols = ["device", "model", "target", "precision", "size", "threads", "median ms", "p90 ms", "min ms", "first ms",
-            "runs", "peak MB", "x PyTorch", "delegate", "date", "regression"]
+            "runs", "peak MB", "speed-up vs PyTorch", "delegate", "date", "regression"]
     body = []
     for r in sorted(rows, key=lambda r: (r["device"], r["model"], r["target"] or "", r["precision"] or "",
                                          r["size"] or "", r["threads"])):
         b = base.get((r["device"], r["model"], r["size"], r["threads"]))
-        ratio = f"{r['median_ms'] / b:.2f}" if b and r.get("median_ms") and r["target"] != BASELINE_TARGET else ""
+        ratio = f"{b / r['median_ms']:.2f}" if b and r.get("median_ms") and r["target"] != BASELINE_TARGET else ""
         body.append([r["device"], r["model"], r["target"], r["precision"], r["size"], str(r["threads"]),
                      _f(r["median_ms"]), _f(r["p90_ms"]), _f(r["min_ms"]), _f(r["first_ms"]), str(r["runs"] or ""),
                      _f(r["peak_mem_mb"], "{:.0f}"), ratio, r["delegate"] or "", (r["date"] or "")[:16],
@@ -92,6 +94,8 @@ def _plots(work: Path, lat: list[dict], par: list[dict]) -> list[tuple[str, str]
             ax.set_yticks(range(len(rs)), labels, fontsize=7)
             ax.invert_yaxis()
             ax.set_xscale("log")
+            if rs:  # bars start at a decade below the fastest row
+                ax.set_xlim(left=10 ** math.floor(math.log10(min(r["median_ms"] for r in rs) / 2)))
             ax.set_xlabel("median latency, ms (log; whisker: p90)")
             ax.set_title(f"latency on {d}", fontsize=9)
             ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.values()], labels=list(colours),
