@@ -330,3 +330,18 @@ def test_cli_bench_adb_stores_rows(fake_adb, artifacts, tmp_path):
     assert r.exit_code == 0, r.output
     assert "skipped" in r.output and "onnx" in r.output
     assert [(x["target"], x["threads"]) for x in store.rows(db)] == [("tflite", 1), ("tflite", 2)]
+
+
+def test_report_speed_up_and_regressions(tmp_path):
+    from device_tests.report import write_report
+
+    db = tmp_path / "r.sqlite"
+    store.add(db, _row(target="pytorch", median_ms=200.0))
+    store.add(db, _row(median_ms=100.0, delegate="TfLiteXNNPackDelegate: 29/58 nodes"))
+    store.add(db, _row(median_ms=150.0, delegate="TfLiteXNNPackDelegate: 29/58 nodes"))  # +50 %: flagged
+    paths = write_report(db, tmp_path / "rep")
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| Pixel 8 | uid | tflite | fp32 | 256x256 | 2 | 150.00 |" in md  # the latest row of the series
+    assert "| 1.33 | TfLiteXNNPackDelegate: 29/58 nodes |" in md  # 200 / 150
+    assert "## Regressions" in md and "+50 %" in md
+    assert {p.name for p in paths} == {"report.md", "report.html", "latency.png", "delegate.png"}  # no sizes stored
