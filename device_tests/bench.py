@@ -1,7 +1,8 @@
 """Latency per device: ``bench`` on this host through each runtime, on Android through ``adb``,
 and ``bench import`` of results produced elsewhere; every result becomes a row of the store.
 
-Host: open the artifact on its runtime at ``threads`` (``runtime_py.runners.load``), time the
+Host: open the artifact on its runtime at ``threads`` (``runtime_py.runners.load``; a first, discarded
+load imports the runtime's libraries so they do not count as the model's memory), time the
 first run (it includes lazy initialisation), warm up, then run until at least ``runs`` runs *and*
 ``min_seconds`` seconds: median, p90, min, mean, the first-run time, the process's peak resident
 memory over load + runs (Linux ``VmHWM``, reset before loading through ``/proc/self/clear_refs``)
@@ -139,6 +140,10 @@ def bench_host(artifact: str | Path, threads: int, runs: int = 20, min_seconds: 
     spec = registry.get(m["model"])
     h, w = m["size"]
     inputs = cd.random_inputs(spec, m["variant"], h, w, seed=0)
+    load(artifact, threads=threads)  # imports the runtime's libraries: not the model's memory
+    import gc
+
+    gc.collect()
     reset = reset_peak_rss()
     rss0 = _status_kb("VmRSS")
     t0 = time.perf_counter()
