@@ -186,6 +186,9 @@ def test_bench_host_litert_and_executorch_report_delegates(tmp_path):
     assert r["delegate"].startswith("XNNPACK:") and "partition" in r["delegate"]
     r = bench.bench_host(_export(tmp_path, "executorch"), threads=1, runs=3, min_seconds=0, warmup=0)
     assert r["delegate"].startswith("XNNPACK:") and " nodes" in r["delegate"]
+    from executorch.extension.pybindings.portable_lib import _threadpool_get_thread_count
+
+    assert _threadpool_get_thread_count() == 1  # the runtime honours the thread count
 
 
 def test_cli_bench_host_import_and_report(artifacts, tmp_path):
