@@ -96,11 +96,14 @@ def _third_party_output(log: Path | None):
                 pass
 
 
-def command(name: str | None = None, log_beside: str | None = None, group: typer.Typer | None = None):
-    """Register a CLI command (on ``group``, a sub-command app such as ``calibrate``, when given). While it runs, third-party output goes to the log beside the
+def command(name: str | None = None, log_beside: str | None = None, on: typer.Typer | None = None,
+            callback: bool = False):
+    """Register a CLI command. While it runs, third-party output goes to the log beside the
     output named by the option ``log_beside`` (:func:`log_path`). ``UserError`` -> one line,
     exit 2; a file the system refuses (``OSError`` naming it) -> one line, exit 2; any other
-    exception is a bug -> its traceback saved to a file the message names, exit 70."""
+    exception is a bug -> its traceback saved to a file the message names, exit 70. ``on``: a
+    sub-app (``calibrate``, ``parity``, ``bench``) instead of the root app; ``callback``: the sub-app's own
+    command (``bench --artifact ...`` beside ``bench import``)."""
     def wrap(fn):
         @functools.wraps(fn)
         def run(*args, **kwargs):
@@ -122,7 +125,9 @@ def command(name: str | None = None, log_beside: str | None = None, group: typer
                 fail(f"{exc.filename}: {exc.strerror or exc}")
             except Exception as exc:  # a bug: say so, keep the traceback
                 _bug(exc, log, fn.__name__)
-        return (group or app).command(name)(run)
+        if callback:
+            return on.callback(invoke_without_command=True)(run)
+        return (on or app).command(name)(run)
     return wrap
 
 
@@ -526,7 +531,7 @@ calibrate_app = typer.Typer(help="Calibrate a device's dual-pixel PSFs: chart ->
 app.add_typer(calibrate_app, name="calibrate")
 
 
-@command("import", log_beside="out", group=calibrate_app)
+@command("import", log_beside="out", on=calibrate_app)
 def calibrate_import(
     left: Path = typer.Option(..., help="Left-view kernel stack (.npy, [P, F, F] float, each kernel summing to 1)."),
     right: Path = typer.Option(..., help="Right-view kernel stack (.npy), same shape."),
@@ -564,7 +569,7 @@ def calibrate_import(
                   f"{float(np.abs(pair).max()):.2f} px (every kernel's centre is recorded)")
 
 
-@command("fit", log_beside="out", group=calibrate_app)
+@command("fit", log_beside="out", on=calibrate_app)
 def calibrate_fit(
     kernels: Path = typer.Argument(..., help="Kernels folder from `calibrate import` or `calibrate estimate`."),
     out: Path = typer.Option(..., help="PSF bank to write (.npz, schema 2 with the field grid)."),
@@ -612,7 +617,7 @@ def calibrate_fit(
     console.print(f"[green]wrote[/] {path} and {page}")
 
 
-@command("chart", log_beside="out", group=calibrate_app)
+@command("chart", log_beside="out", on=calibrate_app)
 def calibrate_chart(
     size: str = typer.Option("2160x3840", help="Chart size WxH in pixels (a monitor's resolution, or a print's)."),
     out: Path = typer.Option(Path("chart.png"), help="Chart image (.png); its geometry goes to the .json beside it."),
@@ -631,7 +636,7 @@ def calibrate_chart(
     console.print(f"[green]wrote[/] {png} ({w}x{h}) and {js}")
 
 
-@command("estimate", log_beside="out", group=calibrate_app)
+@command("estimate", log_beside="out", on=calibrate_app)
 def calibrate_estimate(
     captures: Path = typer.Option(..., help="Folder of chart captures: NAME_L.png + NAME_R.png (or NAME_left.* + "
                                   "NAME_right.*), 8/16-bit; optional captures.json {NAME: focus setting}."),
@@ -670,6 +675,250 @@ def calibrate_estimate(
     console.print(_table(f"calibrate estimate: {ks.grid[0]}x{ks.grid[1]} patches of {ks.patch} px at {ks.crop}",
                          ("capture", "focus", "markers", "saturated", "confidence mean", "min"), rows))
     console.print(f"[green]wrote[/] {out} ({np.mean(ks.provenance['seconds_per_capture']):.1f} s per capture)")
+
+
+# --- device tests: parity bundles and phone outputs (device_tests/) ---------------------------
+
+def _plain(title: str, columns, rows) -> None:
+    """A padded plain-text table (no wrapping: device-test rows are wide), the title above it."""
+    table = [[str(c) for c in columns]] + [[str(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
+    lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    print(title)
+    print("\n".join(lines))
+
+
+parity_app = typer.Typer(help="Parity bundles for phones: make one, check a phone's outputs, prove it on this host.",
+                         no_args_is_help=True)
+app.add_typer(parity_app, name="parity")
+
+
+@command("bundle", log_beside="out", on=parity_app)
+def parity_bundle_cmd(
+    artifact: Path = typer.Option(..., help="An artifact folder written by `cli.py export`."),
+    inputs: int = typer.Option(4, help="Number of realistic input samples (synthetic test split)."),
+    out: Path = typer.Option(..., help="Bundle folder to write (docs/PARITY_BUNDLE.md)."),
+    seed: int = typer.Option(0, help="Seed of the test-split samples."),
+    checkpoint: Optional[Path] = typer.Option(None, help="The artifact's checkpoint, if it moved since the export."),
+    force: bool = typer.Option(False, help="Replace --out if it exists."),
+) -> None:
+    """Model file + realistic inputs + PyTorch reference outputs (+ ground truth) as .bin/.npy with a manifest."""
+    from device_tests.bundle import make_bundle
+
+    bar, update = _progress(f"parity bundle {artifact.name}")
+    with bar:
+        path = make_bundle(artifact, inputs, out, force=force, seed=seed, checkpoint=checkpoint, progress=update)
+    console.print(f"[green]wrote[/] bundle {path} ({inputs} samples); the app writes {path}/outputs/<sample>/<output>.bin"
+                  " (docs/PARITY_BUNDLE.md)", soft_wrap=True)
+
+
+def _check_tables(res: dict) -> None:
+    _plain(f"parity check: {res['artifact']['model']} {res['artifact']['target']} {res['precision']} "
+           f"on {res['device'] or 'device'} (PSNR = AI Hub's: peak max|ref|)",
+           ("output", "shape", "psnr dB", "max |diff|", "mean |diff|", "faults"),
+           [(r["name"], "x".join(map(str, r["shape"])), "" if r["psnr"] is None else f"{r['psnr']:.2f}",
+             "" if r["max_abs"] is None else f"{r['max_abs']:.3g}",
+             "" if r["mean_abs"] is None else f"{r['mean_abs']:.3g}", "; ".join(r["faults"]))
+            for r in res["results"]])
+    if res.get("task"):
+        t = res["task"]
+        _plain(f"task PSNR of {t['output']} vs ground truth (peak 1), by blur band (|CoC|)",
+               ("band", "device dB", "reference dB", "delta dB", "pixels"),
+               [(k, f"{v['device_psnr_db']:.2f}", f"{v['reference_psnr_db']:.2f}", f"{v['delta_db']:+.2f}",
+                 v["pixels"]) for k, v in t["bands"].items()])
+    verdicts = ", ".join(f"{p} {v}" for p, v in res["verdicts"].items())
+    console.print(f"verdict per precision threshold: {verdicts}", soft_wrap=True)
+    for f in res["faults"]:
+        console.print(f"[bold red]fault:[/] {f}", soft_wrap=True, highlight=False)
+
+
+@command("check", log_beside="bundle", on=parity_app)
+def parity_check_cmd(
+    bundle: Path = typer.Option(..., help="The parity bundle the phone ran."),
+    outputs: Path = typer.Option(..., help="The app's outputs folder (<sample>/<output>.bin, optional run.json)."),
+    device: Optional[str] = typer.Option(None, help="Device name, e.g. pixel8 (recorded in the results store)."),
+    out: Optional[Path] = typer.Option(None, help="Folder for check.json and heatmaps (default <outputs>.check)."),
+    store: Path = typer.Option(Path("results/device_results.sqlite"), help="Results store (SQLite); "
+                               "a row is added when --device is given."),
+) -> None:
+    """Compare a phone's outputs with the bundle: PSNR, |diff|, heatmaps, verdicts, named faults; exit 1 on fail."""
+    from device_tests.check import check
+
+    res = check(bundle, outputs, device=device, out=out)
+    _check_tables(res)
+    if device:
+        from device_tests.store import add_parity
+
+        row = add_parity(store, res)
+        for flag in row.get("regressions", []):
+            console.print(f"[bold yellow]regression:[/] {flag}", soft_wrap=True)
+    console.print(f"report: {res['report_dir']} (check.json, heatmaps); verdict [bold]{res['verdict']}[/]")
+    if res["verdict"] != "pass":
+        raise typer.Exit(1)
+
+
+@command("host", log_beside="bundle", on=parity_app)
+def parity_host_cmd(
+    bundle: Path = typer.Option(..., help="A parity bundle."),
+    out: Optional[Path] = typer.Option(None, help="Folder for the checks (default <bundle>.host)."),
+    store: Optional[Path] = typer.Option(Path("results/device_results.sqlite"), help="Results store: the artifact "
+                                         "runtime's check is added as a parity row of device 'host'."),
+) -> None:
+    """Run the bundle through every runner this host has (the artifact's runtime, PyTorch) and check each."""
+    from device_tests.host import host_parity
+
+    rows = host_parity(bundle, out)
+    if store is not None:
+        from device_tests.store import add_parity
+
+        for r in rows:
+            if r.get("check") and not r["reference"]:
+                for flag in add_parity(store, r["check"]).get("regressions", []):
+                    console.print(f"[bold yellow]regression:[/] {flag}", soft_wrap=True)
+    _plain(f"parity host: {bundle}", ("runtime", "verdict", "worst psnr dB", "max |diff|", "per precision", "note"),
+           [(r["runtime"], r["verdict"], "" if r["psnr"] is None else f"{r['psnr']:.2f}",
+             "" if r.get("max_abs") is None else f"{r['max_abs']:.3g}",
+             ", ".join(f"{p} {v}" for p, v in r["verdicts"].items()),
+             r["reason"] or "; ".join(r["faults"])) for r in rows])
+    if any(r["verdict"] == "fail" for r in rows):
+        raise typer.Exit(1)
+
+
+# --- device tests: latency per device and the report (device_tests/) -------------------------
+
+bench_app = typer.Typer(help="Latency per device: bench an artifact on this host or an Android phone (adb); "
+                        "`bench import` results made elsewhere.", invoke_without_command=True)
+app.add_typer(bench_app, name="bench")
+_STORE_HELP = "Results store (one SQLite file)."
+
+
+def _print_bench_rows(rows: list[dict], title: str) -> None:
+    f = lambda v, fmt="{:.2f}": "" if v is None else fmt.format(v)  # noqa: E731
+    _plain(title, ("device", "model", "target", "precision", "size", "threads", "median", "p90", "min", "first",
+                   "runs", "peak MB", "delegate"),
+           [(r["device"], r["model"], r["target"], r["precision"], r["size"], r["threads"],
+             f(r.get("median_ms")), f(r.get("p90_ms")), f(r.get("min_ms")), f(r.get("first_ms")),
+             r.get("runs") or "", f(r.get("peak_mem_mb"), "{:.0f}"), r.get("delegate") or "") for r in rows])
+    for r in rows:
+        for flag in r.get("regressions") or []:
+            console.print(f"[bold yellow]regression:[/] {flag}", soft_wrap=True, highlight=False)
+
+
+@command(on=bench_app, callback=True, log_beside="store")
+def bench_cmd(
+    ctx: typer.Context,
+    artifact: Optional[Path] = typer.Option(None, help="An artifact folder written by `cli.py export`."),
+    model: Optional[str] = typer.Option(None, help="Bench every artifact of this model under --root (and the "
+                                        "PyTorch baseline on the host)."),
+    variant: str = typer.Option("mobile", help="Variant of --model's artifacts."),
+    root: Path = typer.Option(Path("artifacts"), help="Artifact root for --model."),
+    device: str = typer.Option("host", help="host, or adb:SERIAL (an Android phone, see `adb devices`)."),
+    threads: str = typer.Option("1,2", help="Thread counts, comma-separated."),
+    runs: int = typer.Option(20, help="At least this many timed runs..."),
+    min_seconds: float = typer.Option(1.0, help="...and at least this many seconds of them."),
+    warmup: int = typer.Option(3, help="Untimed warm-up runs after the (timed) first run."),
+    binary: Optional[Path] = typer.Option(None, help="adb: the benchmark binary to push (LiteRT benchmark_model "
+                                          "or ExecuTorch executor_runner, built for the phone)."),
+    tool: Optional[str] = typer.Option(None, help="adb: benchmark_model or executor_runner (default: from the "
+                                       "binary's name)."),
+    store: Path = typer.Option(Path("results/device_results.sqlite"), help=_STORE_HELP),
+    margin: float = typer.Option(0.10, help="Regression flag: median slower than the previous row by more than this."),
+) -> None:
+    """Warm-up, then runs until --runs and --min-seconds: median, p90, min, first run, peak memory, delegates."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from device_tests import adb as adb_mod
+    from device_tests import bench, store as st
+
+    th = bench.parse_threads(threads)
+    bench.check_counts(runs, min_seconds, warmup)
+    if (artifact is None) == (model is None):
+        raise bench.BenchError("give exactly one of --artifact DIR or --model M")
+    serial = adb_mod.parse_device(device)
+    dirs = [artifact] if artifact is not None else bench.artifacts_of(model, root, variant)
+    rows = []
+    if serial is not None:
+        if model is not None:  # only the artifacts the given binary runs
+            from export.targets import get as get_target
+
+            kind = adb_mod.tool_of(Path(binary or "?"), tool)
+            keep = [d for d in dirs if get_target(bench.read_manifest(d)["target"]).device_bench_tool == kind]
+            for d in sorted(set(dirs) - set(keep)):
+                console.print(f"[dim]skipped {d}: not run by {kind}[/]", soft_wrap=True)
+            dirs = keep
+        for d in dirs:
+            for r in adb_mod.bench_adb(d, device, binary, th, runs, min_seconds, warmup, tool,
+                                       log=lambda s: console.print(f"[dim]{s}[/]")):
+                rows.append(st.add(store, r, margin=margin))
+    else:
+        from export.targets import get as get_target
+
+        jobs = []
+        for d in dirs:
+            m = bench.read_manifest(d)
+            reason = get_target(m.get("target", "")).not_runnable_reason if m.get("target") else "no target"
+            if reason is not None:
+                if artifact is not None:
+                    raise bench.BenchError(f"{d}: cannot run on this host: {reason}")
+                console.print(f"[dim]skipped {d}: {reason}[/]", soft_wrap=True)
+                continue
+            jobs += [(d, n, m) for n in th]
+        sizes = {tuple(m["size"]) for _, _, m in jobs}
+        bar, update = _progress("bench host")
+        with bar:
+            for i, (d, n, m) in enumerate(jobs):
+                rows.append(st.add(store, bench.bench_host(d, n, runs, min_seconds, warmup), margin=margin))
+                update(i + 1, len(jobs) + (len(th) * len(sizes) if model else 0))
+            if model:  # the PyTorch eager baseline, same inputs, in the same run
+                k = len(jobs)
+                for size in sorted(sizes):
+                    for n in th:
+                        try:
+                            row = bench.bench_torch(model, variant, size, n, runs, min_seconds, warmup)
+                        except bench.BenchError as exc:
+                            console.print(f"[dim]no PyTorch baseline: {exc}[/]", soft_wrap=True)
+                            break
+                        rows.append(st.add(store, row, margin=margin))
+                        k += 1
+                        update(k, len(jobs) + len(th) * len(sizes))
+    _print_bench_rows(rows, f"bench on {device} (ms; stored in {store})")
+
+
+@command("import", on=bench_app, log_beside="store")
+def bench_import_cmd(
+    file: Path = typer.Argument(..., help="A benchmark_model log, an executor_runner log or coremltools "
+                                "MLModelBenchmarker JSON."),
+    device: str = typer.Option(..., help="The device it ran on, e.g. 'Pixel 8' or 'iPhone 15 Pro'."),
+    artifact: Optional[Path] = typer.Option(None, help="The artifact it measured (model, target, precision, size, sha256)."),
+    model: Optional[str] = typer.Option(None, help="Without --artifact: the model."),
+    target: Optional[str] = typer.Option(None, help="Without --artifact: the target."),
+    precision: Optional[str] = typer.Option(None, help="Without --artifact: the precision."),
+    size: Optional[str] = typer.Option(None, help="Without --artifact: HxW."),
+    threads: Optional[int] = typer.Option(None, help="Threads (default: from the log, else 0 = unknown)."),
+    tool: Optional[str] = typer.Option(None, help="benchmark_model, executor_runner or coreml (default: detected)."),
+    store: Path = typer.Option(Path("results/device_results.sqlite"), help=_STORE_HELP),
+    margin: float = typer.Option(0.10, help="Regression flag margin (median)."),
+) -> None:
+    """Store results produced elsewhere, so per-device tables need no phone on this machine."""
+    from device_tests import bench, store as st
+
+    row = bench.import_row(file, device, tool, artifact, model, target, precision, size, threads)
+    _print_bench_rows([st.add(store, row, margin=margin)], f"imported {file} (stored in {store})")
+
+
+@command("report")
+def report_cmd(
+    out: Path = typer.Option(Path("reports"), help="Folder for report.md, report.html and the plots."),
+    store: Path = typer.Option(Path("results/device_results.sqlite"), help=_STORE_HELP),
+) -> None:
+    """Tables and plots from the results store: latency per device and precision, parity PSNR per target,
+    size, delegate coverage (Markdown + HTML)."""
+    from device_tests.report import write_report
+
+    paths = write_report(store, out)
+    console.print(f"[green]wrote[/] {', '.join(str(p) for p in paths)}", soft_wrap=True)
+
 
 
 def main() -> None:

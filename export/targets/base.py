@@ -87,6 +87,9 @@ class Target:
     description: str = ""
     after_verify: Callable[[Context, Path, ReferenceCase], dict] | None = None
     check: Callable[[Any], None] | None = None
+    # The on-device benchmark tool that runs this target's file on Android (``cli.py bench --device
+    # adb:SERIAL``; device_tests.parsers reads its log): "benchmark_model", "executor_runner" or None.
+    device_bench_tool: str | None = None
 
     def capability(self, precision: str) -> str | None:
         """None when this target can export ``precision``, else the reason it cannot."""

@@ -128,12 +128,23 @@ def bundle(ctx: Context, model_file: Path, case: ReferenceCase) -> dict:
                                 "bytes": len(buf)}}
 
 
+def _set_threads(threads: int) -> None:
+    """The runtime's (process-wide) XNNPACK thread pool size; by default it is one per core."""
+    try:
+        from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+    except ImportError:  # pragma: no cover - a build without the thread-pool bindings
+        return
+    if threads and threads > 0:
+        _unsafe_reset_threadpool(int(threads))
+
+
 def open_runtime(path: Path, input_names: list[str], output_names: list[str], threads: int = 1):
     import torch
     from executorch.runtime import Runtime
 
     import executorch.kernels.quantized  # noqa: F401  (out variants of quantize/dequantize ops)
 
+    _set_threads(threads)
     method = Runtime.get().load_program(str(path)).load_method("forward")
 
     def run(inputs: dict) -> dict:
@@ -162,4 +173,5 @@ TARGET = Target(
     not_runnable_reason=None,
     tools=("executorch", "torchao"),
     after_verify=bundle,
+    device_bench_tool="executor_runner",
 )

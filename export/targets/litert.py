@@ -147,6 +147,13 @@ def open_runtime(path: Path, input_names: list[str], output_names: list[str], th
     def run(inputs: dict) -> dict:
         res = sig(**{a: np.ascontiguousarray(inputs[k], np.float32) for a, k in zip(arg_names, input_names)})
         return {n: np.asarray(res[k], np.float32) for n, k in zip(output_names, out_keys)}
+
+    def delegation() -> dict:
+        """Delegate kernels in the interpreter's graph after a run (XNNPACK, the default delegate)."""
+        nodes = interp._interpreter  # the Python API has no public node list
+        kernels = sum(nodes.NodeName(i) == "DELEGATE" for i in range(nodes.NumNodes()))
+        return {"name": "XNNPACK", "partitions": kernels}
+    run.delegation = delegation
     return run
 
 
@@ -169,4 +176,5 @@ TARGET = Target(
     not_runnable_reason=None,
     tools=("litert-torch", "ai-edge-litert", "ai-edge-quantizer"),
     check=check,
+    device_bench_tool="benchmark_model",
 )
