@@ -66,7 +66,7 @@ def test_dp_disparity_has_sign_of_coc(coc):
     cx = lambda im: float((im[..., 0].sum(0) * xs).sum() / im.sum())
     cy = lambda im: float((im[..., 0].sum(1) * xs).sum() / im.sum())
     assert cx(pv.left) - cx(pv.right) == pytest.approx(dp_disparity_px(coc, PSF.params), abs=1e-3)
-    assert cy(pv.left) == pytest.approx(cy(pv.right), abs=1e-6)  # disparity is horizontal only
+    assert cy(pv.left) == pytest.approx(cy(pv.right), abs=1e-5)  # horizontal only (float32 FFT rounding)
     disp = disparity_map(np.full((4, 4), coc), PSF)
     assert disp[0, 0] == pytest.approx(dp_disparity_px(coc, PSF.params), rel=1e-6)
 
