@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable
@@ -32,7 +33,6 @@ import cv2
 import numpy as np
 import scipy.fft
 import torch
-from scipy import ndimage
 
 from calibration.dp_psf import PSFParams, centroid_x, dual_pixel_psf, dp_disparity_px
 from calibration.psf_bank import PSFBank
@@ -166,11 +166,15 @@ def render_dp_reference(image: np.ndarray, coc: np.ndarray, psf: PSFProvider,
 
 class _SpectrumCache:
     """rfft2 of padded kernel pairs, keyed by (radius, pyramid factor, FFT shape); kernels depend
-    only on radius. Also caches the pyramid factor chosen per radius."""
+    only on radius. Also caches the pyramid factor chosen per radius. At most ``max_bytes`` of
+    spectra (oldest dropped first). :meth:`for_psf` keeps one per PSF provider across calls."""
 
-    def __init__(self, psf: PSFProvider, device: torch.device, maxsize: int = 512):
-        self.psf, self.device, self.maxsize = psf, device, maxsize
+    _shared: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+    def __init__(self, psf: PSFProvider, device: torch.device, max_bytes: int = 128 << 20):
+        self.psf, self.device, self.max_bytes = psf, device, max_bytes
         self._store: dict = {}
+        self._bytes = 0
         self._kernels: dict = {}
         self._factors: dict = {}
 
@@ -212,10 +216,24 @@ class _SpectrumCache:
                 spec = scipy.fft.rfft2(k, s=shape)  # [2, ny, nx//2+1]
             else:
                 spec = torch.fft.rfft2(torch.from_numpy(k).to(self.device), s=shape)
-            if len(self._store) >= self.maxsize:
-                self._store.pop(next(iter(self._store)))
+            size = spec.nbytes if isinstance(spec, np.ndarray) else spec.numel() * spec.element_size()
+            while self._store and self._bytes + size > self.max_bytes:
+                old = self._store.pop(next(iter(self._store)))
+                self._bytes -= old.nbytes if isinstance(old, np.ndarray) else old.numel() * old.element_size()
             self._store[key] = spec
+            self._bytes += size
         return spec
+
+    @classmethod
+    def for_psf(cls, psf: PSFProvider, device: torch.device) -> "_SpectrumCache":
+        """The cache of this PSF provider on ``device`` (kept while the provider lives)."""
+        try:
+            per_device = cls._shared.setdefault(psf, {})
+        except TypeError:  # not weak-referenceable or not hashable: a cache for this call
+            return cls(psf, device)
+        if str(device) not in per_device:
+            per_device[str(device)] = cls(psf, device)
+        return per_device[str(device)]
 
 
 def _keys_cubic(t: np.ndarray, a: float = -0.75) -> np.ndarray:
@@ -310,6 +328,7 @@ def _pyramid_cached(kind: str, kernel: np.ndarray, factor: int):
 
 
 
+@lru_cache(maxsize=4096)
 def _fft_len(n: int) -> int:
     return scipy.fft.next_fast_len(n, real=True)
 
@@ -319,28 +338,37 @@ def _fft_cost(shape: tuple[int, int]) -> float:
     return n * math.log2(max(n, 2))
 
 
-def _occupied_tiles(mask: np.ndarray, tile: int) -> np.ndarray:
-    h, w = mask.shape
-    th, tw = math.ceil(h / tile), math.ceil(w / tile)
-    padded = np.zeros((th * tile, tw * tile), bool)
-    padded[:h, :w] = mask
-    return np.argwhere(padded.reshape(th, tile, tw, tile).any(axis=(1, 3)))
+def _occupied_tiles(mask: np.ndarray, tile: int, pixels: tuple[np.ndarray, np.ndarray] | None = None
+                    ) -> np.ndarray:
+    """(row, col) of the ``tile`` x ``tile`` cells holding a pixel of ``mask`` (from its pixel
+    coordinates when given: cost ~ pixel count)."""
+    ys, xs = pixels if pixels is not None else np.nonzero(mask)
+    tw = math.ceil(mask.shape[1] / tile)
+    cells = np.flatnonzero(np.bincount((ys // tile) * tw + xs // tile))
+    return np.stack([cells // tw, cells % tw], axis=1)
 
 
-def _plan_regions(mask: np.ndarray, half: int, fft_sizes: tuple[int, ...]) -> list[tuple[int, int, int, int]]:
+TILE_OVERHEAD = 64 * 64  # per-region bookkeeping, in the FFT cost of this many pixels (measured)
+
+
+def _plan_regions(mask: np.ndarray, half: int, fft_sizes: tuple[int, ...],
+                  pixels: tuple[np.ndarray, np.ndarray] | None = None) -> list[tuple[int, int, int, int]]:
     """Input regions (y0, y1, x0, x1) of a cropped layer mask to convolve: the whole crop, or the
-    occupied tiles of a grid (overlap-add), whichever candidate needs the least FFT work. Tiles
-    are sized so that tile + k - 1 is exactly one of ``fft_sizes`` (no wasted padding)."""
+    occupied tiles of a grid (overlap-add), whichever candidate needs the least work (FFT work
+    plus a fixed cost per region). Tiles are sized so that tile + k - 1 is exactly one of
+    ``fft_sizes`` (no wasted padding)."""
     h, w = mask.shape
     k = 2 * half + 1
-    best_cost = _fft_cost((_fft_len(h + k - 1), _fft_len(w + k - 1)))
+    overhead = _fft_cost((TILE_OVERHEAD, 1))
+    best_cost = _fft_cost((_fft_len(h + k - 1), _fft_len(w + k - 1))) + overhead
     best: list[tuple[int, int, int, int]] = [(0, h, 0, w)]
     for n in fft_sizes:
         tile = n - k + 1
         if tile < 16 or tile >= max(h, w):
             continue
-        occupied = _occupied_tiles(mask, tile)
-        cost = len(occupied) * _fft_cost((n, n))
+        pixels = pixels if pixels is not None else np.nonzero(mask)
+        occupied = _occupied_tiles(mask, tile, pixels)
+        cost = len(occupied) * (_fft_cost((n, n)) + overhead)
         if cost < best_cost:
             best_cost = cost
             best = [(ty * tile, min((ty + 1) * tile, h), tx * tile, min((tx + 1) * tile, w)) for ty, tx in occupied]
@@ -394,14 +422,16 @@ def render_dp(*args, threads: int | None = 1, **kwargs) -> DPViews:
 
 
 def _convolve_full(layer: torch.Tensor, mask: np.ndarray, half: tuple[int, int], kspec: Callable,
-                   fft_sizes: tuple[int, ...]) -> torch.Tensor:
+                   fft_sizes: tuple[int, ...], pixels: tuple[np.ndarray, np.ndarray] | None = None
+                   ) -> torch.Tensor:
     """Full linear convolution of planes ``layer`` [N, h, w] with a kernel pair of half-sizes
     ``half`` (rows, cols): [2, N, h + 2 hy, w + 2 hx], output (t, u) at input (t - hy, u - hx).
 
     Only the regions :func:`_plan_regions` picks are transformed (crop or occupied tiles), each
     zero-padded to at least region + k - 1 so the circular FFT convolution equals the linear
     one; overlapping tile outputs add up (overlap-add) because convolution is linear.
-    ``kspec(shape)`` gives the kernel pair's rfft2 at an FFT shape."""
+    ``kspec(shape)`` gives the kernel pair's rfft2 at an FFT shape; ``pixels`` (rows, cols of
+    the mask's pixels) saves a scan of the mask."""
     n, h, w = layer.shape
     hy, hx = half
     ky, kx = 2 * hy + 1, 2 * hx + 1
@@ -412,7 +442,7 @@ def _convolve_full(layer: torch.Tensor, mask: np.ndarray, half: tuple[int, int],
     else:
         out_full = torch.zeros((2, n, h + ky - 1, w + kx - 1), device=layer.device)
     groups: dict[tuple[int, int], list] = {}
-    for reg in _plan_regions(mask, max(hy, hx), fft_sizes):
+    for reg in _plan_regions(mask, max(hy, hx), fft_sizes, pixels):
         shape = (_fft_len(reg[1] - reg[0] + ky - 1), _fft_len(reg[3] - reg[2] + kx - 1))
         groups.setdefault(shape, []).append(reg)
     for shape, regs in groups.items():
@@ -453,11 +483,10 @@ class _CoarseGroup:
         self.col = torch.zeros((2, c, self.hc, self.wc))
         self.alpha = torch.zeros((2, 1, self.hc, self.wc))
 
-    def add(self, image: np.ndarray, mask: np.ndarray, top: int, left: int, small_half: tuple[int, int],
+    def add(self, image: np.ndarray, ys: np.ndarray, xs: np.ndarray, small_half: tuple[int, int],
             kspec: Callable, fft_sizes: tuple[int, ...]) -> None:
+        """Composite the layer of pixels (ys, xs) over the group."""
         f, c, fr = self.factor, self.c, self.FRAME
-        ys, xs = np.nonzero(mask)
-        ys, xs = ys + top, xs + left
         cy, cx = ys // f + fr, xs // f + fr
         y0, x0 = int(cy.min()), int(cx.min())
         hb, wb = int(cy.max()) + 1 - y0, int(cx.max()) + 1 - x0
@@ -469,7 +498,8 @@ class _CoarseGroup:
         planes *= 1.0 / (f * f)
         planes = planes.reshape(c + 1, hb, wb)
         sy, sx = small_half
-        full = _convolve_full(torch.from_numpy(planes), planes[c] > 0, small_half, kspec, fft_sizes)
+        full = _convolve_full(torch.from_numpy(planes), planes[c] > 0, small_half, kspec, fft_sizes,
+                              np.divmod(np.unique(idx), wb))
         top_c, left_c = y0 - sy, x0 - sx
         gy0, gx0 = max(top_c, 0), max(left_c, 0)
         gy1, gx1 = min(top_c + full.shape[2], self.hc), min(left_c + full.shape[3], self.wc)
@@ -511,11 +541,13 @@ def _render_dp(image: np.ndarray, coc: np.ndarray, psf: PSFProvider, max_layers:
                           f"{dev.type}")
     labels, radii = assign_layers(coc, max_layers, coc_step)
     h, w, c = image.shape
-    spectra = spectra or _SpectrumCache(psf, dev)
+    spectra = spectra or _SpectrumCache.for_psf(psf, dev)
     img_t = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).to(dev)  # C,H,W
     acc_c = torch.zeros((2, c, h, w), device=dev)
     acc_a = torch.zeros((2, 1, h, w), device=dev)
-    boxes = ndimage.find_objects(labels + 1)  # one bounding box per layer, one pass
+    # each layer's pixels (flat indices), from one sort of the labels
+    order = np.argsort(labels.ravel(), kind="stable")
+    ends = np.cumsum(np.bincount(labels.ravel(), minlength=radii.size))
     group: _CoarseGroup | None = None
 
     def composite(col: torch.Tensor, alpha: torch.Tensor, y0: int, x0: int) -> None:
@@ -527,8 +559,7 @@ def _render_dp(image: np.ndarray, coc: np.ndarray, psf: PSFProvider, max_layers:
 
     for i in range(radii.size - 1, -1, -1):  # back (largest CoC) to front
         radius = float(radii[i])
-        by, bx = boxes[i]
-        mask_np = labels[by, bx] == i
+        ys, xs = np.divmod(order[(ends[i - 1] if i else 0): ends[i]], w)
         factor = spectra.factor(radius, max_error, tuple(pyramid_factors)) if max_error else 1
         if group is not None and group.factor != factor:
             composite(*group.upsample(), 0, 0)
@@ -536,15 +567,26 @@ def _render_dp(image: np.ndarray, coc: np.ndarray, psf: PSFProvider, max_layers:
         if factor > 1:
             group = group or _CoarseGroup(factor, h, w, c)
             sh, sw = spectra.kernels(radius, factor)[0].shape
-            group.add(image, mask_np, by.start, bx.start, (sh // 2, sw // 2),
+            group.add(image, ys, xs, (sh // 2, sw // 2),
                       lambda shape: spectra.get(radius, shape, factor), tile_fft_sizes)
             continue
         kh, kw = spectra.kernels(radius)[0].shape
-        mask_t = torch.from_numpy(mask_np).to(dev, img_t.dtype)[None]
-        layer = torch.cat([img_t[:, by, bx] * mask_t, mask_t])  # C+1, box
+        y0, x0 = int(ys.min()), int(xs.min())
+        by, bx = ys - y0, xs - x0
+        mask_np = np.zeros((int(by.max()) + 1, int(bx.max()) + 1), bool)
+        mask_np[by, bx] = True
+        if dev.type == "cpu":  # planes straight from the pixels
+            planes = np.zeros((c + 1,) + mask_np.shape, np.float32)
+            planes[:c, by, bx] = image[ys, xs].T
+            planes[c, by, bx] = 1.0
+            layer = torch.from_numpy(planes)
+        else:
+            mask_t = torch.from_numpy(mask_np).to(dev, img_t.dtype)[None]
+            box = img_t[:, y0:y0 + mask_np.shape[0], x0:x0 + mask_np.shape[1]]
+            layer = torch.cat([box * mask_t, mask_t])  # C+1, box
         full = _convolve_full(layer, mask_np, (kh // 2, kw // 2),
-                              lambda shape: spectra.get(radius, shape), tile_fft_sizes)
-        top, left = by.start - kh // 2, bx.start - kw // 2
+                              lambda shape: spectra.get(radius, shape), tile_fft_sizes, (by, bx))
+        top, left = y0 - kh // 2, x0 - kw // 2
         # clip the layer's output to the image
         y0, x0 = max(top, 0), max(left, 0)
         y1, x1 = min(top + full.shape[2], h), min(left + full.shape[3], w)
