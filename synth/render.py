@@ -436,15 +436,16 @@ def _convolve_full(layer: torch.Tensor, mask: np.ndarray, half: tuple[int, int],
     hy, hx = half
     ky, kx = 2 * hy + 1, 2 * hx + 1
     cpu = layer.device.type == "cpu"
-    if cpu:  # scipy.fft on numpy views of the tensors (no copies)
-        layer = layer.numpy()
-        out_full = np.zeros((2, n, h + ky - 1, w + kx - 1), np.float32)
-    else:
-        out_full = torch.zeros((2, n, h + ky - 1, w + kx - 1), device=layer.device)
     groups: dict[tuple[int, int], list] = {}
     for reg in _plan_regions(mask, max(hy, hx), fft_sizes, pixels):
         shape = (_fft_len(reg[1] - reg[0] + ky - 1), _fft_len(reg[3] - reg[2] + kx - 1))
         groups.setdefault(shape, []).append(reg)
+    single = len(groups) == 1 and next(iter(groups.values())) == [(0, h, 0, w)]
+    if cpu:  # scipy.fft on numpy views of the tensors (no copies)
+        layer = layer.numpy()
+        out_full = None if single else np.zeros((2, n, h + ky - 1, w + kx - 1), np.float32)
+    else:
+        out_full = None if single else torch.zeros((2, n, h + ky - 1, w + kx - 1), device=layer.device)
     for shape, regs in groups.items():
         if cpu:
             batch = np.zeros((len(regs), n) + shape, np.float32)
@@ -459,9 +460,18 @@ def _convolve_full(layer: torch.Tensor, mask: np.ndarray, half: tuple[int, int],
         else:
             spec = torch.fft.rfft2(batch)
             out = torch.fft.irfft2(spec[:, None] * kspec(shape)[None, :, None], s=shape)
+        if single:  # the whole crop: its output as it is
+            out_full = out[0, :, :, : h + ky - 1, : w + kx - 1]
+            break
         for j, (y0, y1, x0, x1) in enumerate(regs):
             out_full[:, :, y0:y1 + ky - 1, x0:x1 + kx - 1] += out[j, :, :, : y1 - y0 + ky - 1, : x1 - x0 + kx - 1]
     return torch.from_numpy(out_full) if cpu else out_full
+
+
+def _over(acc: torch.Tensor, layer: torch.Tensor) -> None:
+    """In place: ``acc <- layer + (1 - alpha) acc`` ("over"), for [2, C+1, h, w] planes whose
+    last channel is alpha (colour premultiplied by the blurred mask)."""
+    acc.mul_(1 - layer[:, -1:]).add_(layer)
 
 
 class _CoarseGroup:
@@ -480,8 +490,7 @@ class _CoarseGroup:
     def __init__(self, factor: int, h: int, w: int, c: int):
         self.factor, self.h, self.w, self.c = factor, h, w, c
         self.hc, self.wc = -(-h // factor) + 2 * self.FRAME, -(-w // factor) + 2 * self.FRAME
-        self.col = torch.zeros((2, c, self.hc, self.wc))
-        self.alpha = torch.zeros((2, 1, self.hc, self.wc))
+        self.acc = torch.zeros((2, c + 1, self.hc, self.wc))  # colour planes, then alpha
 
     def add(self, image: np.ndarray, ys: np.ndarray, xs: np.ndarray, small_half: tuple[int, int],
             kspec: Callable, fft_sizes: tuple[int, ...]) -> None:
@@ -504,18 +513,15 @@ class _CoarseGroup:
         gy0, gx0 = max(top_c, 0), max(left_c, 0)
         gy1, gx1 = min(top_c + full.shape[2], self.hc), min(left_c + full.shape[3], self.wc)
         part = full[:, :, gy0 - top_c:gy1 - top_c, gx0 - left_c:gx1 - left_c]
-        keep = 1 - part[:, c:]
-        self.col[:, :, gy0:gy1, gx0:gx1].mul_(keep).add_(part[:, :c])
-        self.alpha[:, :, gy0:gy1, gx0:gx1].mul_(keep).add_(part[:, c:])
+        _over(self.acc[:, :, gy0:gy1, gx0:gx1], part)
 
-    def upsample(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The group's colour [2, C, H, W] and alpha [2, 1, H, W] at full resolution."""
+    def upsample(self) -> torch.Tensor:
+        """The group's colour and alpha planes [2, C+1, H, W] at full resolution."""
         f, c, fr = self.factor, self.c, self.FRAME
-        both = torch.cat([self.col, self.alpha], 1).reshape(2 * (c + 1), self.hc, self.wc)
+        both = self.acc.reshape(2 * (c + 1), self.hc, self.wc)
         up = _pyramid_up(np.ascontiguousarray(both.permute(1, 2, 0).numpy()), f)
         up = up[f * fr: f * fr + self.h, f * fr: f * fr + self.w]
-        up = torch.from_numpy(np.ascontiguousarray(up.transpose(2, 0, 1))).reshape(2, c + 1, self.h, self.w)
-        return up[:, :c], up[:, c:]
+        return torch.from_numpy(np.ascontiguousarray(up.transpose(2, 0, 1))).reshape(2, c + 1, self.h, self.w)
 
 
 @torch.no_grad()
@@ -543,26 +549,18 @@ def _render_dp(image: np.ndarray, coc: np.ndarray, psf: PSFProvider, max_layers:
     h, w, c = image.shape
     spectra = spectra or _SpectrumCache.for_psf(psf, dev)
     img_t = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).to(dev)  # C,H,W
-    acc_c = torch.zeros((2, c, h, w), device=dev)
-    acc_a = torch.zeros((2, 1, h, w), device=dev)
+    acc = torch.zeros((2, c + 1, h, w), device=dev)  # per view: colour planes, then alpha
     # each layer's pixels (flat indices), from one sort of the labels
     order = np.argsort(labels.ravel(), kind="stable")
     ends = np.cumsum(np.bincount(labels.ravel(), minlength=radii.size))
     group: _CoarseGroup | None = None
-
-    def composite(col: torch.Tensor, alpha: torch.Tensor, y0: int, x0: int) -> None:
-        """``col``/``alpha`` over what lies behind, at image rows y0.. and columns x0.."""
-        y1, x1 = y0 + col.shape[2], x0 + col.shape[3]
-        keep = 1 - alpha
-        acc_c[:, :, y0:y1, x0:x1].mul_(keep).add_(col)
-        acc_a[:, :, y0:y1, x0:x1].mul_(keep).add_(alpha)
 
     for i in range(radii.size - 1, -1, -1):  # back (largest CoC) to front
         radius = float(radii[i])
         ys, xs = np.divmod(order[(ends[i - 1] if i else 0): ends[i]], w)
         factor = spectra.factor(radius, max_error, tuple(pyramid_factors)) if max_error else 1
         if group is not None and group.factor != factor:
-            composite(*group.upsample(), 0, 0)
+            _over(acc, group.upsample())
             group = None
         if factor > 1:
             group = group or _CoarseGroup(factor, h, w, c)
@@ -590,11 +588,10 @@ def _render_dp(image: np.ndarray, coc: np.ndarray, psf: PSFProvider, max_layers:
         # clip the layer's output to the image
         y0, x0 = max(top, 0), max(left, 0)
         y1, x1 = min(top + full.shape[2], h), min(left + full.shape[3], w)
-        part = full[:, :, y0 - top:y1 - top, x0 - left:x1 - left]
-        composite(part[:, :c], part[:, c:], y0, x0)
+        _over(acc[:, :, y0:y1, x0:x1], full[:, :, y0 - top:y1 - top, x0 - left:x1 - left])
     if group is not None:
-        composite(*group.upsample(), 0, 0)
-    views = (acc_c / acc_a.clamp_min(EPS)).permute(0, 2, 3, 1).cpu().numpy()
+        _over(acc, group.upsample())
+    views = (acc[:, :c] / acc[:, c:].clamp_min(EPS)).permute(0, 2, 3, 1).cpu().numpy()
     left, right = np.ascontiguousarray(views[0]), np.ascontiguousarray(views[1])
     return DPViews(left, right, 0.5 * (left + right), radii)
 
