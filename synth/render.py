@@ -258,7 +258,8 @@ def decimated_kernel(kernel: np.ndarray, factor: int) -> np.ndarray:
     """Kernel for pyramid level ``factor``: ``up(k_s * down(x)) ~= k * x`` with ``down`` the
     factor x factor box average and ``up`` OpenCV's bicubic resize. Built in the Fourier domain
     (the kernel's spectrum on the coarse grid's frequencies, divided by the down/up transfer),
-    made spatial and cropped to ceil(half / factor) + 3 pixels each side."""
+    made spatial, cropped to ceil(half / factor) + 3 pixels each side and rescaled to the
+    kernel's sum."""
     kh, kw = kernel.shape
     hsy, hsx = math.ceil((kh // 2) / factor) + 3, math.ceil((kw // 2) / factor) + 3
     ny, nx = scipy.fft.next_fast_len(4 * hsy + 2), scipy.fft.next_fast_len(4 * hsx + 2)
@@ -273,7 +274,10 @@ def decimated_kernel(kernel: np.ndarray, factor: int) -> np.ndarray:
     spec = spec[np.ix_(iy, ix)] / np.outer(_down_up_transfer(ny, factor), _down_up_transfer(nx, factor))
     spatial = np.fft.fftshift(np.real(scipy.fft.ifft2(spec)))
     cy, cx = ny // 2, nx // 2
-    return spatial[cy - hsy: cy + hsy + 1, cx - hsx: cx + hsx + 1].astype(np.float32)
+    small = spatial[cy - hsy: cy + hsy + 1, cx - hsx: cx + hsx + 1]
+    # the crop drops a little of the tails: restore the kernel's sum (uniform areas keep their level)
+    small = small * (kernel.sum() / small.sum())
+    return small.astype(np.float32)
 
 
 def _pyramid_up(planes: np.ndarray, factor: int) -> np.ndarray:
@@ -409,7 +413,7 @@ def render_dp(*args, threads: int | None = 1, **kwargs) -> DPViews:
     scipy's workers each take whole transforms. For data generation, parallelise across
     processes (``synth --shard``, DataLoader workers) rather than threads.
     ``threads=None``: PyTorch's current setting for both."""
-    n = threads or torch.get_num_threads()
+    n = torch.get_num_threads() if threads is None else threads
     if n < 1:
         raise RenderError(f"threads must be >= 1, got {threads}")
     old = _FFT_WORKERS[0]
