@@ -45,6 +45,9 @@ COC_STEP = 0.25  # px: CoC quantisation of the data engine (finer is invisible, 
 # variance) of a layer's kernel pair at a level for it to be used (see decimation_error)
 PYRAMID_FACTORS = (2, 3, 4, 6, 8)
 PYRAMID_MAX_ERROR = 4e-3
+# smaller kernels are rendered exactly without trying the pyramid (a shortcut: none of the
+# paper's PSFs below |r| = 12 px passes level 2 at this error; exact is always allowed)
+PYRAMID_MIN_KERNEL = 25
 
 
 class RenderError(UserError):
@@ -199,8 +202,8 @@ class _SpectrumCache:
             if pair[1].shape == pair[0].shape and np.array_equal(pair[1], pair[0][:, ::-1]):
                 pair = pair[:1]  # mirror images: the (mirror-symmetric) pyramid errs alike
             for f in sorted(x for x in factors if x > 1):
-                if min(pair[0].shape) < 4 * f + 1 or any(
-                        _pyramid_cached("error", k, f)[1] > max_error for k in pair):
+                if min(pair[0].shape) < max(4 * f + 1, PYRAMID_MIN_KERNEL) or any(
+                        _pyramid_cached("error", k, f) > max_error for k in pair):
                     break
                 chosen = f
             self._factors[key] = chosen
@@ -263,15 +266,16 @@ def decimated_kernel(kernel: np.ndarray, factor: int) -> np.ndarray:
     kh, kw = kernel.shape
     hsy, hsx = math.ceil((kh // 2) / factor) + 3, math.ceil((kw // 2) / factor) + 3
     ny, nx = scipy.fft.next_fast_len(4 * hsy + 2), scipy.fft.next_fast_len(4 * hsx + 2)
-    # the kernel centred on index 0 of a fine grid factor x larger: its DFT bins k are the
-    # coarse grid's frequencies k / n (|k| < n / 2)
-    fine = np.zeros((factor * ny, factor * nx))
-    fine[:kh, :kw] = kernel
-    fine = np.roll(fine, (-(kh // 2), -(kw // 2)), axis=(0, 1))
-    spec = scipy.fft.fft2(fine)
-    iy = np.fft.fftfreq(ny, 1.0 / ny).astype(int) % (factor * ny)
-    ix = np.fft.fftfreq(nx, 1.0 / nx).astype(int) % (factor * nx)
-    spec = spec[np.ix_(iy, ix)] / np.outer(_down_up_transfer(ny, factor), _down_up_transfer(nx, factor))
+    # the kernel's DFT on a grid factor x finer than the coarse one, kept at the bins k that are
+    # the coarse grid's frequencies k / n (|k| < n / 2), one axis at a time; the phase ramp
+    # centres the kernel on index 0
+    ky = np.fft.fftfreq(ny, 1.0 / ny)
+    kx = np.fft.fftfreq(nx, 1.0 / nx)
+    cols = scipy.fft.fft(kernel, n=factor * ny, axis=0)[ky.astype(int) % (factor * ny)]
+    cols *= np.exp(2j * np.pi * ky * (kh // 2) / (factor * ny))[:, None]
+    spec = scipy.fft.fft(cols, n=factor * nx, axis=1)[:, kx.astype(int) % (factor * nx)]
+    spec *= np.exp(2j * np.pi * kx * (kw // 2) / (factor * nx))[None, :]
+    spec /= np.outer(_down_up_transfer(ny, factor), _down_up_transfer(nx, factor))
     spatial = np.fft.fftshift(np.real(scipy.fft.ifft2(spec)))
     cy, cx = ny // 2, nx // 2
     small = spatial[cy - hsy: cy + hsy + 1, cx - hsx: cx + hsx + 1]
@@ -286,13 +290,14 @@ def _pyramid_up(planes: np.ndarray, factor: int) -> np.ndarray:
     return out.reshape(h * factor, w * factor, -1)
 
 
-def decimation_error(kernel: np.ndarray, factor: int) -> tuple[float, float]:
+def decimation_error(kernel: np.ndarray, factor: int, worst: bool = True) -> tuple[float | None, float]:
     """Error of rendering with ``kernel`` at pyramid level ``factor`` instead of exactly, as
     (worst case, white noise): the largest absolute error for any input with values in [0, 1]
     (sum of |error| of the impulse responses reaching one output pixel), and the RMS error for
     unit-variance white noise (root of the sum of squares). The operator is periodic with period
     ``factor``: an impulse anywhere in a coarse pixel gives the same coarse response, so the
-    ``factor``^2 phases are one upsampled kernel against ``factor``^2 shifts of the exact one."""
+    ``factor``^2 phases are one upsampled kernel against ``factor``^2 shifts of the exact one.
+    ``worst=False`` skips the worst case (None): the level choice needs the white-noise figure."""
     kh, kw = kernel.shape
     f = factor
     small = decimated_kernel(kernel, f)
@@ -300,35 +305,38 @@ def decimation_error(kernel: np.ndarray, factor: int) -> tuple[float, float]:
     # coarse impulse response (impulse / f^2 after the box average) in a 2-pixel zero frame
     coarse = np.zeros((sh + 4, sw + 4), np.float32)
     coarse[2:-2, 2:-2] = small / f ** 2
-    approx = _pyramid_up(coarse[..., None], f)[..., 0].astype(np.float64)
+    approx = _pyramid_up(coarse[..., None], f)[..., 0]
     # the coarse centre pixel covers fine rows cy0 .. cy0 + f - 1
     cy0, cx0 = (2 + sh // 2) * f, (2 + sw // 2) * f
     err = np.broadcast_to(approx, (f, f) + approx.shape).copy()
+    k32 = kernel.astype(np.float32)
     for py in range(f):
         for px in range(f):
             y0, x0 = cy0 + py - kh // 2, cx0 + px - kw // 2
-            err[py, px, y0:y0 + kh, x0:x0 + kw] -= kernel
+            err[py, px, y0:y0 + kh, x0:x0 + kw] -= k32
     # [impulse phase y, x, coarse row, output phase y, coarse col, output phase x]
-    err = err.reshape(f, f, approx.shape[0] // f, f, approx.shape[1] // f, f)
-    worst = np.abs(err).sum(axis=(0, 1)).sum(axis=(0, 2)).max()
-    white = np.sqrt(np.square(err).sum(axis=(0, 1)).sum(axis=(0, 2)).max())
-    return float(worst), float(white)
+    err = err.reshape(f * f * approx.shape[0] // f, f, approx.shape[1] // f, f)
+    white = float(np.sqrt(np.einsum("aybx,aybx->yx", err, err, dtype=np.float64).max()))
+    if not worst:
+        return None, white
+    return float(np.abs(err).sum(axis=(0, 2), dtype=np.float64).max()), white
 
 
-_PYRAMID_CACHE: dict = {}
+_PYRAMID_CACHE: dict = {"kernel": {}, "error": {}}
+_PYRAMID_CACHE_SIZE = {"kernel": 4096, "error": 65536}  # coarse kernels are a few kB, errors two floats
 
 
 def _pyramid_cached(kind: str, kernel: np.ndarray, factor: int):
     """``decimated_kernel`` / ``decimation_error`` cached by the kernel's bytes (new PSF
     provider objects with the same kernels, e.g. one per sample, reuse them)."""
-    key = (kind, hashlib.blake2b(np.ascontiguousarray(kernel).tobytes(), digest_size=16).digest(),
-           kernel.shape, factor)
-    if key not in _PYRAMID_CACHE:
-        if len(_PYRAMID_CACHE) >= 8192:
-            _PYRAMID_CACHE.pop(next(iter(_PYRAMID_CACHE)))
-        fn = decimated_kernel if kind == "kernel" else decimation_error
-        _PYRAMID_CACHE[key] = fn(kernel, factor)
-    return _PYRAMID_CACHE[key]
+    store = _PYRAMID_CACHE[kind]
+    key = (hashlib.blake2b(np.ascontiguousarray(kernel).tobytes(), digest_size=16).digest(), kernel.shape, factor)
+    if key not in store:
+        if len(store) >= _PYRAMID_CACHE_SIZE[kind]:
+            store.pop(next(iter(store)))
+        store[key] = (decimated_kernel(kernel, factor) if kind == "kernel"
+                      else decimation_error(kernel, factor, worst=False)[1])
+    return store[key]
 
 
 
