@@ -6,6 +6,10 @@ finished (process start-up included): samples/s = scenes / wall time. It then ch
 parts put together equal the single-process run file for file, byte for byte. Prints a table,
 the load average, then one JSON line of the figures.
 
+Each part runs in its own session, as an independent job would (on Linux with autogroup
+scheduling, processes of one session share one CPU share however many they are, so parts
+started from one shell cannot go faster than one process on a loaded machine).
+
     .venv/bin/python benchmarks/bench_synth_shards.py [--scenes 16] [--size 256x256] [--processes 1,2]
 """
 from __future__ import annotations
@@ -29,7 +33,8 @@ def run_parts(n: int, args, out: Path) -> float:
            "--format", args.format, "--seed", "0", "--device", "cpu", "--no-preview"]
     t = time.perf_counter()
     procs = [subprocess.Popen(cmd + ["--out", str(out / f"part{k}"), "--shard", f"{k}/{n}"], env=env, cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for k in range(1, n + 1)]
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              start_new_session=True) for k in range(1, n + 1)]
     for p in procs:
         _, err = p.communicate()
         if p.returncode:
