@@ -13,12 +13,13 @@ the seed's ``I_l + I_r``.
 
 Two implementations of the same algorithm:
 - :func:`render_dp_reference`: per layer ``cv2.filter2D`` over the whole image (the reference);
-- :func:`render_dp`: PyTorch FFT convolution on CPU or GPU, per layer restricted to where the
-  layer has pixels (its bounding box, or the occupied tiles of a grid, whichever FFT work is
-  smaller), channels and both views batched in one transform, kernel spectra cached. On CPU,
+- :func:`render_dp`: FFT convolution (scipy.fft on CPU, PyTorch on GPU), per layer restricted
+  to where the layer has pixels (its bounding box, or the occupied tiles of a grid, whichever
+  costs less), channels and both views batched in one transform, kernel spectra cached. On CPU,
   layers with large kernels are rendered on a coarser grid (pyramid level ``s``: box-average
-  down, a matched low-resolution kernel, bicubic up) when the worst-case error of that
-  approximation, computed per kernel, is at most ``max_error`` (see :func:`decimation_error`).
+  down, a matched low-resolution kernel, bicubic up) when the white-noise RMS error of that
+  approximation, computed per kernel, is at most ``max_error`` (see :func:`decimation_error`);
+  consecutive layers on one level are composited there and upsampled once.
 """
 from __future__ import annotations
 
@@ -45,8 +46,9 @@ COC_STEP = 0.25  # px: CoC quantisation of the data engine (finer is invisible, 
 # variance) of a layer's kernel pair at a level for it to be used (see decimation_error)
 PYRAMID_FACTORS = (2, 3, 4, 6, 8)
 PYRAMID_MAX_ERROR = 4e-3
-# smaller kernels are rendered exactly without trying the pyramid (a shortcut: none of the
-# paper's PSFs below |r| = 12 px passes level 2 at this error; exact is always allowed)
+# smaller kernels are rendered exactly without trying the pyramid (a shortcut: checked for the
+# paper's orders n = 3 and 9, no PSF below |r| = 12 px passes level 2 at this error; exact is
+# always allowed)
 PYRAMID_MIN_KERNEL = 25
 
 
