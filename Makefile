@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test test-all bench clean
+.PHONY: venv demo test test-all bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,11 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+	@for f in benchmarks/bench_*.py; do [ $$f = benchmarks/bench_quick.py ] && continue; echo "== $$f"; $(PY) $$f || exit 1; done
+
+# the headline ratios (renderer, sharded synth, export vs eager), each with its same-run baseline
+bench-quick: $(STAMP)
+	$(PY) benchmarks/bench_quick.py
 
 clean:
 	rm -rf demo_out reports artifacts .pytest_cache demo_out.log artifacts.log

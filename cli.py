@@ -231,6 +231,9 @@ def synth(
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
     preview: bool = typer.Option(True, help="Write contact_sheet.png of the first samples next to the data."),
     force: bool = typer.Option(False, help="Replace --out if it exists."),
+    shard: Optional[str] = typer.Option(None, help="K/N: write only part K of N (1-based) of the data set, e.g. "
+                                        "one part per process or machine, each to its own --out; sample i "
+                                        "depends only on (seed, i), so the parts together equal the single run."),
 ) -> None:
     """Synthesise a defocus data set (DP views or W/UW pairs) with a JSON record of every parameter."""
     from core.sizes import parse_size
@@ -239,15 +242,18 @@ def synth(
     cfg = dataset.SynthConfig(camera=camera, scenes=scenes, size=parse_size(size), out=out, format=format,
                               split=split, seed=seed, scene_kind=scene_kind, textures=textures, psf_bank=psf_bank,
                               max_layers=max_layers, noise_scale=noise_scale, distortion=distortion,
-                              refocus=refocus, device=device, force=force)
-    bar, update = _progress(f"synth {camera} {size}")
+                              refocus=refocus, device=device, force=force, shard=dataset.parse_shard(shard))
+    part = dataset.shard_range(cfg) if shard else range(scenes)
+    bar, update = _progress(f"synth {camera} {size}" + (f" part {shard}" if shard else ""))
     kept: list = []
     with bar:
         record = dataset.generate(cfg, progress=update, keep=kept if preview else None)
-    console.print(f"[green]wrote[/] {scenes} samples to {out} ({record['samples_per_second']:.2f} samples/s); "
-                  f"record: {out / dataset.RECORD_NAME}")
+    what = f"samples {part.start}..{part.stop - 1} (part {shard})" if shard else "samples"
+    console.print(f"[green]wrote[/] {len(part)} {what} to {out} ({record['samples_per_second']:.2f} samples/s); "
+                  f"record: {out / dataset.record_name(cfg)}")
     if preview:
-        console.print(f"contact sheet: {dataset.write_preview(out, kept, f'{camera}: {scene_kind} scenes, seed {seed}')}")
+        sheet = "contact_sheet.png" if not shard else f"contact_sheet.shard-{cfg.shard[0]}-of-{cfg.shard[1]}.png"
+        console.print(f"contact sheet: {dataset.write_preview(out, kept, f'{camera}: {scene_kind} scenes, seed {seed}', sheet)}")
 
 
 @command(log_beside="out")

@@ -49,9 +49,44 @@ class SynthConfig:
     distortion: bool = True
     refocus: bool = False
     shard_size: int = 16
+    shard: tuple[int, int] = (1, 1)  # (K, N): write part K of N (1-based) of the data set
     device: str = "auto"
     force: bool = False
     extra: dict = field(default_factory=dict)
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"K/N"`` -> (K, N) with 1 <= K <= N; ``None`` -> (1, 1) (the whole data set)."""
+    if text is None:
+        return (1, 1)
+    try:
+        k, n = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        raise SynthError(f"--shard {text}: expected K/N, e.g. 1/4 for the first of 4 parts") from None
+    if n < 1 or not 1 <= k <= n:
+        raise SynthError(f"--shard {text}: need 1 <= K <= N (part K of N parts)")
+    return (k, n)
+
+
+def shard_range(cfg: SynthConfig) -> range:
+    """Global sample indices of part K of N: consecutive blocks (npz: whole npz shards, so part
+    files equal the single run's files), the blocks spread as evenly as possible."""
+    k, n = cfg.shard
+    block = cfg.shard_size if cfg.format == "npz" else 1
+    blocks = -(-cfg.scenes // block)
+    b0, b1 = (k - 1) * blocks // n, k * blocks // n
+    part = range(b0 * block, min(b1 * block, cfg.scenes))
+    if not part:
+        unit = f"npz shards of {block}" if block > 1 else "samples"
+        raise SynthError(f"--shard {k}/{n}: part {k} would be empty ({cfg.scenes} samples make {blocks} "
+                         f"{unit}); use at most {blocks} parts")
+    return part
+
+
+def record_name(cfg: SynthConfig) -> str:
+    """synth_record.json, or synth_record.shard-K-of-N.json for a part (parts merge without clashes)."""
+    k, n = cfg.shard
+    return RECORD_NAME if n == 1 else f"synth_record.shard-{k}-of-{n}.json"
 
 
 def _is_pair(name: str) -> bool:
@@ -69,6 +104,8 @@ def _validate(cfg: SynthConfig) -> None:
         raise SynthError(f"--noise-scale must be a finite number >= 0, got {cfg.noise_scale}")
     if cfg.max_layers < 1:
         raise SynthError(f"--max-layers must be >= 1, got {cfg.max_layers}")
+    parse_shard(f"{cfg.shard[0]}/{cfg.shard[1]}")
+    shard_range(cfg)
     if _is_pair(cfg.camera):
         if cfg.format != "npz":
             raise SynthError(f"camera pair {cfg.camera!r} makes W/UW samples, which only the npz format holds")
@@ -88,8 +125,11 @@ def _validate(cfg: SynthConfig) -> None:
 
 def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = None,
              keep: list | None = None, keep_n: int = 4) -> dict:
-    """Generate ``cfg.scenes`` samples; returns the JSON record (also written as synth_record.json).
-    The first ``keep_n`` samples are appended to ``keep`` when a list is given (for previews)."""
+    """Generate ``cfg.scenes`` samples (or, with ``cfg.shard = (K, N)``, part K of them: see
+    :func:`shard_range`); returns the JSON record (also written, see :func:`record_name`).
+    Sample i depends only on (seed, i), so the parts of N processes or machines, put together,
+    are the single run's data set. The first ``keep_n`` samples are appended to ``keep`` when a
+    list is given (for previews)."""
     _validate(cfg)
     out = Path(cfg.out)
     textures = load_texture_folder(cfg.textures) if cfg.textures else None
@@ -103,13 +143,16 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in cfg.__dict__.items()},
         "camera": camera.to_dict(), "pair": None, "samples": [],
     }
+    part = shard_range(cfg)
+    if cfg.shard != (1, 1):
+        record["shard"] = {"index": cfg.shard[0], "count": cfg.shard[1], "first": part.start, "stop": part.stop}
     if pair:
         record["pair"] = {k: (v.to_dict() if hasattr(v, "to_dict") else v) for k, v in pair.items()}
     shard: list = []
-    shard_index = 0
+    shard_index = part.start // cfg.shard_size
     t0 = time.perf_counter()
     with atomic_dir(out, replace=cfg.force, what="data set", error=SynthError) as tmp:
-        for i in range(cfg.scenes):
+        for done, i in enumerate(part, 1):
             rng = np.random.default_rng([cfg.seed, i])
             scene_seed = int(rng.integers(2**31))
             name = f"{cfg.split}_{cfg.seed:04d}_{i:05d}"
@@ -140,7 +183,7 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
                     files = [f"{cfg.split}/shard_{shard_index:05d}.npz[{len(shard)}]"]
             if cfg.format == "npz":
                 shard.append(sample)
-                if len(shard) == cfg.shard_size or i == cfg.scenes - 1:
+                if len(shard) == cfg.shard_size or i == part.stop - 1:
                     fields = writers.DUAL_FIELDS if pair else writers.DP_FIELDS
                     writers.write_npz_shard(tmp / cfg.split / f"shard_{shard_index:05d}.npz", shard, fields)
                     shard, shard_index = [], shard_index + 1
@@ -148,10 +191,10 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
             if keep is not None and len(keep) < keep_n:
                 keep.append(sample)
             if progress:
-                progress(i + 1, cfg.scenes)
+                progress(done, len(part))
         record["seconds"] = round(time.perf_counter() - t0, 3)
-        record["samples_per_second"] = round(cfg.scenes / max(record["seconds"], 1e-9), 3)
-        (tmp / RECORD_NAME).write_text(json.dumps(record, indent=1, default=_json_default))
+        record["samples_per_second"] = round(len(part) / max(record["seconds"], 1e-9), 3)
+        (tmp / record_name(cfg)).write_text(json.dumps(record, indent=1, default=_json_default))
     return record
 
 
@@ -165,12 +208,12 @@ def _json_default(o):
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
-def write_preview(out: Path, samples: list, title: str = "") -> Path:
-    """contact_sheet.png in ``out`` for DP or W/UW samples."""
+def write_preview(out: Path, samples: list, title: str = "", name: str = "contact_sheet.png") -> Path:
+    """A contact sheet (``name``, in ``out``) of DP or W/UW samples."""
     from synth import preview
     from synth.dual_camera import DualCameraSample
 
-    sheet = Path(out) / "contact_sheet.png"
+    sheet = Path(out) / name
     if samples and isinstance(samples[0], DualCameraSample):
         return preview.dual_contact_sheet(samples, sheet, title)
     return preview.dp_contact_sheet(samples, sheet, title)

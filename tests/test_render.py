@@ -66,7 +66,7 @@ def test_dp_disparity_has_sign_of_coc(coc):
     cx = lambda im: float((im[..., 0].sum(0) * xs).sum() / im.sum())
     cy = lambda im: float((im[..., 0].sum(1) * xs).sum() / im.sum())
     assert cx(pv.left) - cx(pv.right) == pytest.approx(dp_disparity_px(coc, PSF.params), abs=1e-3)
-    assert cy(pv.left) == pytest.approx(cy(pv.right), abs=1e-6)  # disparity is horizontal only
+    assert cy(pv.left) == pytest.approx(cy(pv.right), abs=1e-5)  # horizontal only (float32 FFT rounding)
     disp = disparity_map(np.full((4, 4), coc), PSF)
     assert disp[0, 0] == pytest.approx(dp_disparity_px(coc, PSF.params), rel=1e-6)
 
@@ -106,3 +106,66 @@ def test_bad_inputs():
     coc[0, 0] = np.nan
     with pytest.raises(RenderError, match="NaN"):
         render_dp_reference(img, coc, PSF)
+
+
+def _dead_leaves_case(h=160, w=192, seed=3, texture="smooth"):
+    """A scene whose layers span CoC -30..+8 px, so several pyramid levels are used."""
+    rng = np.random.default_rng(seed)
+    coc = np.full((h, w), 6.0)
+    for _ in range(40):
+        cv2.circle(coc, tuple(int(v) for v in rng.integers(0, [w, h])), int(rng.integers(4, 40)),
+                   float(rng.uniform(-30, 8)), -1)
+    img = _texture(h, w, seed) if texture == "smooth" else rng.random((h, w, 3)).astype(np.float32)
+    return img, coc
+
+
+@pytest.mark.parametrize("texture", ["smooth", "white_noise"])
+def test_pyramid_render_equals_reference_within_50db(texture):
+    from synth.render import _SpectrumCache
+    import torch
+    img, coc = _dead_leaves_case(texture=texture)
+    spectra = _SpectrumCache(PSF, torch.device("cpu"))
+    fast = render_dp(img, coc, PSF, max_layers=48, device="cpu", spectra=spectra)
+    ref = render_dp_reference(img, coc, PSF, max_layers=48)
+    assert max(spectra._factors.values()) >= 3  # the coarse levels were exercised
+    assert _psnr(fast.left, ref.left) >= 50 and _psnr(fast.right, ref.right) >= 50
+    exact = render_dp(img, coc, PSF, max_layers=48, device="cpu", max_error=0)
+    assert _psnr(exact.left, ref.left) >= 100  # max_error=0: exact up to float32 rounding
+    two = render_dp(img, coc, PSF, max_layers=48, device="cpu", threads=2)
+    np.testing.assert_allclose(two.left, fast.left, atol=1e-5)
+
+
+def test_decimated_kernel_keeps_brightness_and_error_bound_holds():
+    """up(k_s * down(x)) keeps a constant's level; on random [0, 1] inputs the error never exceeds
+    the worst-case bound, and on white noise its RMS matches the white-noise figure."""
+    from synth.render import _pyramid_up, decimated_kernel, decimation_error
+    kernel = PSF(-24.0)[0] / PSF(-24.0)[0].sum()
+    for f in (2, 4):
+        small = decimated_kernel(kernel, f)
+        assert abs(float(small.sum()) - 1.0) < 1e-3
+        worst, white = decimation_error(kernel, f)
+        rng = np.random.default_rng(f)
+        n = 64 * f  # input size, a multiple of f; zero frame of the kernel size around it
+        pad = f * -(-(kernel.shape[0] + 4 * f) // f)
+        x = np.zeros((n + 2 * pad, n + 2 * pad), np.float32)
+        x[pad:-pad, pad:-pad] = rng.random((n, n))
+        exact = cv2.filter2D(x, -1, np.ascontiguousarray(kernel[::-1, ::-1]).astype(np.float32),
+                             borderType=cv2.BORDER_CONSTANT)
+        down = cv2.resize(x, (x.shape[1] // f, x.shape[0] // f), interpolation=cv2.INTER_AREA)
+        low = cv2.filter2D(down, -1, np.ascontiguousarray(small[::-1, ::-1]), borderType=cv2.BORDER_CONSTANT)
+        approx = _pyramid_up(low[..., None], f)[..., 0]
+        err = (approx - exact)[2 * f:-2 * f, 2 * f:-2 * f]
+        assert np.abs(err).max() <= worst
+        centred = x - 0.5 * (x > 0)  # zero-mean noise of variance 1/12 inside the frame
+        e2 = cv2.filter2D(centred, -1, np.ascontiguousarray(kernel[::-1, ::-1]).astype(np.float32),
+                          borderType=cv2.BORDER_CONSTANT)
+        d2 = cv2.resize(centred, (x.shape[1] // f, x.shape[0] // f), interpolation=cv2.INTER_AREA)
+        a2 = _pyramid_up(cv2.filter2D(d2, -1, np.ascontiguousarray(small[::-1, ::-1]),
+                                      borderType=cv2.BORDER_CONSTANT)[..., None], f)[..., 0]
+        rms = float(np.sqrt(np.mean((a2 - e2)[pad:-pad, pad:-pad] ** 2)))
+        assert rms == pytest.approx(white * np.sqrt(1 / 12), rel=0.35)
+
+
+def test_render_threads_must_be_positive():
+    with pytest.raises(RenderError, match="threads"):
+        render_dp(np.zeros((8, 8, 3), np.float32), np.zeros((8, 8)), PSF, threads=0)

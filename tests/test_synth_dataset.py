@@ -146,3 +146,52 @@ def test_psf_bank_option_renders_with_the_bank(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"garbage")
     result = CliRunner().invoke(cli.app, ["synth", "--psf-bank", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "y")])
     assert result.exit_code == 2 and "bad.npz" in result.output and "Traceback" not in result.output
+
+
+def _tree(root):
+    """Relative path -> bytes of every data file (records and previews left out)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.name.startswith(("synth_record", "contact_sheet"))}
+
+
+@pytest.mark.parametrize("fmt", ["npz", "dpdd"])
+def test_shards_union_equals_single_run(tmp_path, fmt):
+    """--shard K/N: the parts' files, put together, are the single run's, byte for byte (npz: the
+    arrays of every shard file too), and each part's record lists its own samples."""
+    kw = dict(format=fmt, scenes=5, size=(40, 48), shard_size=2, max_layers=24, seed=3)
+    generate(_cfg(tmp_path, out=tmp_path / "all", **kw))
+    single = _tree(tmp_path / "all")
+    union: dict = {}
+    for k in (1, 2, 3):
+        rec = generate(_cfg(tmp_path, out=tmp_path / f"part{k}", shard=(k, 3), **kw))
+        files = _tree(tmp_path / f"part{k}")
+        assert not set(files) & set(union)  # parts do not overlap
+        union.update(files)
+        assert rec["shard"]["index"] == k
+        assert (tmp_path / f"part{k}" / f"synth_record.shard-{k}-of-3.json").is_file()
+        assert [s["index"] for s in rec["samples"]] == list(range(rec["shard"]["first"], rec["shard"]["stop"]))
+    assert union.keys() == single.keys()
+    for name, data in single.items():
+        if name.endswith(".npz"):  # the arrays, byte for byte
+            with np.load(tmp_path / "all" / name) as a:
+                part = next(p for p in tmp_path.glob(f"part*/{name}"))
+                with np.load(part) as b:
+                    assert a.files == b.files
+                    for key in a.files:
+                        assert a[key].tobytes() == b[key].tobytes() and a[key].dtype == b[key].dtype
+        else:
+            assert union[name] == data, name
+    if fmt == "npz":  # npz parts are whole shard files: 3 files of 2, 2, 1 samples over 3 parts
+        assert sorted(union) == [f"train/shard_{i:05d}.npz" for i in range(3)]
+
+
+@pytest.mark.parametrize("text,match", [("3/2", "1 <= K <= N"), ("0/2", "1 <= K <= N"), ("1-2", "K/N"),
+                                        ("a/b", "K/N"), ("1/4", "empty")])
+def test_bad_shard_is_a_user_error(tmp_path, text, match):
+    with pytest.raises(SynthError, match=match):
+        cfg = _cfg(tmp_path, format="npz", scenes=5, shard_size=2, shard=dataset.parse_shard(text))
+        dataset.shard_range(cfg)
+    if text == "3/2":
+        res = CliRunner().invoke(cli.app, ["synth", "--scenes", "2", "--size", "32x32", "--out",
+                                           str(tmp_path / "x"), "--shard", text])
+        assert res.exit_code == 2 and "--shard 3/2" in res.output

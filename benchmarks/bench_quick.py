@@ -1,0 +1,105 @@
+"""`make bench-quick`: the headline ratios in a few minutes, each against its baseline in the same run.
+
+Runs, with small settings, the benchmark scripts whose last line is a JSON object, and prints
+one table of their headline figures:
+- renderer speed-up over the per-layer cv2.filter2D reference at 1 thread and at 2 threads
+  beside a busy process, and the fast-vs-reference PSNR (`bench_synth.py`);
+- data generation samples/s with 2 processes over 1 (`bench_synth_shards.py`), parts == 1 run;
+- exported RDPD mobile (ONNX fp32, 256x256, 2 threads) latency over PyTorch eager
+  (`bench_export.py`).
+The last line is one JSON object of those figures plus the wall time. A script that fails is
+reported as such (its stderr tail printed) and the exit status is 1.
+
+    .venv/bin/python benchmarks/bench_quick.py [--skip export]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+JOBS = {
+    "synth": ["bench_synth.py", "--repeats", "3", "--settings", "1,2busy", "--samples", "0"],
+    "shards": ["bench_synth_shards.py", "--scenes", "8", "--size", "128x128", "--processes", "1,2"],
+    "export": ["bench_export.py", "--models", "rdpd", "--targets", "onnx", "--precisions", "fp32",
+               "--size", "256x256", "--runs", "5", "--threads", "2"],
+}
+
+
+def run(name: str) -> tuple[dict | None, float, str]:
+    """(the script's last-line JSON or None, seconds, error text)."""
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / JOBS[name][0]), *JOBS[name][1:]],
+                          cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    seconds = time.perf_counter() - t
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode or not lines:
+        return None, seconds, (proc.stderr or proc.stdout)[-1500:]
+    print(proc.stdout, end="" if proc.stdout.endswith("\n") else "\n")
+    return json.loads(lines[-1]), seconds, ""
+
+
+def export_ratio(fig: dict) -> float | None:
+    """Eager median over the fastest exported runner's median, from bench_export's rows."""
+    runners = [r["ms"] for r in fig.get("rows", []) if r.get("runtime") != "pytorch-eager" and r.get("ms")]
+    eager = [r["ms"] for r in fig.get("rows", []) if r.get("runtime") == "pytorch-eager"]
+    return round(eager[0] / min(runners), 2) if eager and runners else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--skip", default="", help="comma-separated jobs to skip: " + ", ".join(JOBS))
+    args = ap.parse_args()
+    skip = {s for s in args.skip.split(",") if s}
+    t0 = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    figures, failed, table = {}, [], []
+    for name in JOBS:
+        if name in skip:
+            continue
+        print(f"== {JOBS[name][0]} {' '.join(JOBS[name][1:])}", flush=True)
+        fig, seconds, err = run(name)
+        if fig is None:
+            failed.append(name)
+            print(f"FAILED after {seconds:.0f} s:\n{err}")
+            continue
+        if name == "synth":
+            s = fig["settings"]
+            figures["render_speedup_1t"] = s["1t"]["speedup"]
+            figures["render_speedup_2t_busy"] = s["2t_busy"]["speedup"]
+            figures["render_psnr_db"] = fig["psnr_db"]
+            table += [("renderer vs cv2.filter2D reference, 1 thread", f"{s['1t']['speedup']:.1f}x", "target >= 10x"),
+                      ("renderer vs reference, 2 threads + busy process", f"{s['2t_busy']['speedup']:.1f}x",
+                       "never < 1x, target 5x"),
+                      ("renderer vs reference, PSNR", f"{fig['psnr_db']:.1f} dB", ">= 50 dB")]
+        elif name == "shards":
+            figures["synth_2proc_over_1proc"] = fig["speedup"]
+            figures["synth_union_equal"] = fig["union_equal"]
+            table += [("synth --shard: 2 processes over 1 (samples/s)", f"{fig['speedup']:.2f}x",
+                       f"parts == 1 run: {fig['union_equal']}")]
+        elif name == "export":
+            ratio = export_ratio(fig)
+            figures["rdpd_onnx_over_eager"] = ratio
+            table += [("RDPD mobile ONNX fp32 256x256 vs eager, 2 threads",
+                       f"{ratio:.2f}x" if ratio else "n/a", "latency ratio")]
+        table.append((f"  ({JOBS[name][0]} took {seconds:.0f} s)", "", ""))
+    wall = time.perf_counter() - t0
+    print(f"\nheadline ratios (each against its baseline in the same run); wall {wall:.0f} s; "
+          f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}")
+    for label, value, note in table:
+        print(f"{label:52s} {value:>9s}  {note}")
+    print(json.dumps({**figures, "failed": failed, "wall_seconds": round(wall, 1),
+                      "load_avg_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)]}))
+    if failed:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
