@@ -8,12 +8,12 @@ chart to a capture. ``chart.json`` holds the geometry in chart pixels.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from core.jsonfile import read_json
 from core.atomic import write_image, write_json
 from core.errors import UserError
 
@@ -111,12 +111,8 @@ def load_chart(path: str | Path) -> Chart:
     import cv2
 
     path = Path(path)
-    if not path.is_file():
-        raise ChartError(f"{path}: chart file not found (make one with `calibrate chart`)")
-    try:
-        geometry = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ChartError(f"{path}: not a chart JSON ({exc})") from None
+    geometry = read_json(path, ChartError, "chart file not found (make one with `calibrate chart`)",
+                         "not a chart JSON")
     if not isinstance(geometry, dict) or geometry.get("format") != FORMAT:
         raise ChartError(f"{path}: not a calibration chart description (format {FORMAT!r} expected)")
     name = geometry.get("image", "")

@@ -157,6 +157,18 @@ def _window(size: int, guesses) -> int:
     return int(min(size, 2 * math.ceil(need) + 1))
 
 
+def _search_setup(measured: dict[str, np.ndarray], which: str):
+    """What both model fits search over: the kernel size, the views fitted, the starting guesses
+    and the window around the support (with the measured kernels cut to it)."""
+    size = next(iter(measured.values())).shape[0]
+    names = ("left", "right")
+    idx = _views(which)
+    guesses = _initial_guesses(measured, which)
+    win = _window(size, guesses)
+    target = tuple(_crop(measured[names[i]], win) for i in idx)
+    return size, names, idx, guesses, win, target, win // 2 - 1
+
+
 def fit_butterworth(measured: dict[str, np.ndarray], which: str = "joint", maxiter: int = 500,
                     restarts: int = 2, starts_n: int = 3, init: Fit | None = None) -> Fit:
     """Fit the Butterworth DP model to ``measured`` ("left"/"right" kernels summing to 1) for one
@@ -167,14 +179,8 @@ def fit_butterworth(measured: dict[str, np.ndarray], which: str = "joint", maxit
     there, Nelder-Mead on (r, alpha, beta, kappa, centre) at that n with one restart, then the
     integer orders around it. NCC is reported on the full array. With ``init`` (e.g. the joint
     fit of the pair, when fitting one view) the search starts there instead of the grid."""
-    size = next(iter(measured.values())).shape[0]
-    names = ("left", "right")
-    idx = _views(which)
-    guesses = _initial_guesses(measured, which)
-    win = _window(size, guesses)
-    target = tuple(_crop(measured[names[i]], win) for i in idx)
+    size, names, idx, guesses, win, target, margin = _search_setup(measured, which)
     evals = 0
-    margin = win // 2 - 1
 
     def render(r, n, a, b, k, cy, cx, at=win):
         pair = butterworth_pair(r, n, a, b, k, (cy, cx), at)
@@ -254,13 +260,7 @@ def fit_butterworth(measured: dict[str, np.ndarray], which: str = "joint", maxit
 
 def fit_disk(measured: dict[str, np.ndarray], which: str = "joint", maxiter: int = 300) -> Fit:
     """Fit the single-parameter half-disk model (radius + centre) the same way."""
-    size = next(iter(measured.values())).shape[0]
-    names = ("left", "right")
-    idx = _views(which)
-    guesses = _initial_guesses(measured, which)
-    win = _window(size, guesses)
-    target = tuple(_crop(measured[names[i]], win) for i in idx)
-    margin = win // 2 - 1
+    size, names, idx, guesses, win, target, margin = _search_setup(measured, which)
     evals = 0
 
     def objective(x):

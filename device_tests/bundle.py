@@ -12,13 +12,13 @@ dtypes, layouts, value ranges, the sha256 of every file and the tool versions. W
 """
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from core.jsonfile import read_json
 from core.atomic import atomic_dir, write_json
 from core.hashing import sha256_path
 from core.host import host_info
@@ -59,12 +59,7 @@ def _output_entry(e: dict) -> dict:
 
 def read_artifact_manifest(artifact: Path) -> dict:
     mpath = Path(artifact) / "manifest.json"
-    if not mpath.is_file():
-        raise BundleError(f"{artifact}: no manifest.json (not an artifact folder written by `cli.py export`)")
-    try:
-        m = json.loads(mpath.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{mpath}: not valid JSON ({exc})") from None
+    m = read_json(mpath, BundleError, "missing (not an artifact folder written by `cli.py export`)")
     for k in ("model", "variant", "target", "precision", "size", "model_file", "inputs", "outputs"):
         if k not in m:
             raise BundleError(f"{mpath}: manifest lacks {k!r}")
@@ -255,12 +250,7 @@ def open_bundle(root: str | Path) -> Bundle:
     bj = root / BUNDLE_JSON
     if not root.is_dir():
         raise BundleError(f"{root}: no such bundle folder")
-    if not bj.is_file():
-        raise BundleError(f"{bj}: missing (not a parity bundle written by `cli.py parity bundle`)")
-    try:
-        m = json.loads(bj.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{bj}: not valid JSON ({exc})") from None
+    m = read_json(bj, BundleError, "missing (not a parity bundle written by `cli.py parity bundle`)")
     if m.get("schema") != SCHEMA:
         raise BundleError(f"{bj}: schema {m.get('schema')!r}, expected {SCHEMA!r}")
     for k in ("artifact", "samples", "inputs", "outputs", "files"):

@@ -7,7 +7,6 @@ model name, and refuses unknown or missing keys with a clear error. Writes are a
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -15,6 +14,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from core.jsonfile import read_json
 from core.atomic import atomic_file, write_json
 from core.hashing import sha256_path
 from core.errors import UserError
@@ -63,12 +63,8 @@ def read_checkpoint(path: str | Path, expected_model: str | None = None) -> tupl
     meta_path = sidecar_path(wpath)
     if not wpath.is_file():
         raise CheckpointError(f"{wpath}: checkpoint weights not found")
-    if not meta_path.is_file():
-        raise CheckpointError(f"{meta_path}: checkpoint sidecar (JSON) not found next to the weights")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{meta_path}: sidecar is not valid JSON ({exc})") from None
+    meta = read_json(meta_path, CheckpointError, "checkpoint sidecar (JSON) not found next to the weights",
+                     "sidecar is not valid JSON")
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{meta_path}: not a {FORMAT} sidecar (format {meta.get('format')!r})")
     if meta.get("schema_version") != SCHEMA_VERSION:

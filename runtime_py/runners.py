@@ -9,12 +9,12 @@ inputs are checked against the manifest (names, shapes, finite values).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from core.jsonfile import read_json
 from core.errors import UserError
 from export import targets
 
@@ -67,12 +67,7 @@ def load(artifact_dir: str | Path, threads: int = 1) -> ModelRunner:
     """Open an artifact folder written by ``cli.py export`` on its real runtime."""
     d = Path(artifact_dir)
     mpath = d / "manifest.json"
-    if not mpath.is_file():
-        raise RunnerError(f"{d}: no manifest.json (not an artifact folder written by `cli.py export`)")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunnerError(f"{mpath}: not valid JSON ({exc})") from None
+    manifest = read_json(mpath, RunnerError, "missing (not an artifact folder written by `cli.py export`)")
     try:
         target, model_file = manifest["target"], d / manifest["model_file"]
         ins = [(i["name"], tuple(i["shape"])) for i in manifest["inputs"]]

@@ -202,7 +202,7 @@ def test_bad_bundles_are_refused(bundle, host_outputs, tmp_path):
 
 
 def test_bundle_refuses_bad_artifact_and_keeps_old_output(bundle, tmp_path):
-    with pytest.raises(BundleError, match="no manifest.json"):
+    with pytest.raises(BundleError, match="manifest.json: missing"):
         make_bundle(tmp_path, 1, tmp_path / "out")
     with pytest.raises(Exception, match="--force"):
         make_bundle(bundle / "model", 1, bundle)  # an existing bundle is not replaced silently

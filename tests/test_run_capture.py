@@ -120,7 +120,7 @@ def test_run_errors_are_clear(pixel_capture, uid_artifacts, tmp_path):
         runner(bad)
     with pytest.raises(RunnerError, match="expects"):
         runner({n: np.zeros((1, 3, 16, 16) if n != "focus_mask" else (1, 1, 16, 16), np.float32) for n in runner.shapes})
-    with pytest.raises(RunnerError, match="no manifest.json"):
+    with pytest.raises(RunnerError, match="manifest.json: missing"):
         load(tmp_path)
 
 
