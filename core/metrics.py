@@ -9,7 +9,6 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 
 def psnr(pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray, peak: float = 1.0) -> float:

@@ -10,7 +10,7 @@ import pytest
 
 from calibration.cameras import get_camera
 from runtime_py.captures import (CaptureError, DPDDDataset, decode_depth_item, detect_format, open_capture,
-                                 parse_xmp, read_bundle, read_garg, read_heic, read_pixel_pgm, read_pixel_png)
+                                 parse_xmp, read_bundle, read_garg, read_pixel_pgm, read_pixel_png)
 from synth import writers
 from synth.dp_sample import make_dp_sample
 from synth.scenes import random_scene
@@ -354,7 +354,7 @@ def test_dark_and_bright_capture_read_with_the_same_scale(tmp_path, layout, full
     for name, peak in (("dark", dark), ("bright", full)):
         codes = _scene(peak)
         caps[name] = (open_capture(_write_layout(tmp_path, layout, codes, name)), codes)
-    (d, dc), (b, bc) = caps["dark"], caps["bright"]
+    (d, _), (b, _) = caps["dark"], caps["bright"]
     for key in ("bit_depth", "black_level", "white_level", "level_sources"):
         assert d.record[key] == b.record[key], key
     for cap, codes in caps.values():  # the analytic normalisation: codes / full scale above black

@@ -102,6 +102,6 @@ def test_magnify_scales_flips_and_recentres():
     # second moment scales with s^2
     def spread(k):
         yy, xx = np.mgrid[:k.shape[0], :k.shape[1]]
-        cy, cx = (k * yy).sum() / k.sum(), (k * xx).sum() / k.sum()
+        cy = (k * yy).sum() / k.sum()
         return ((k * ((yy - cy) ** 2)).sum() / k.sum())
     assert spread(magnify_kernel(left, 1.5, 31)) / spread(left) == pytest.approx(2.25, rel=0.05)
