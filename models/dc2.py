@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import losses
-from .blocks import ASPPBlock, ConvAct, UpConv, dynamic_filter_7x7, res_stack, upsample2
+from .blocks import ASPPBlock, ConvAct, ResizeConv, UpConv, dynamic_filter_7x7, res_stack, upsample2, zero_mean
 from .examples import box_blur, disparity, smooth_image
 from .radial import radial_map_torch
 from .spec import IMG, DataSpec, EvalTask, ModelSpec, TensorSpec, chw
@@ -44,12 +44,19 @@ class DC2Config:
     n_res_dec: int = 2  # residual blocks after each decoder up-sampling (MODELS.md 2)
     fusion_mult: float = 1.0  # width multiplier on table 1's hidden channels (the final 2 stays)
     head_init_scale: float = 0.1  # kernel/residual heads start small: refiner ~ identity at init
+    resize_up: bool = False  # decoder up-sampling: False = DRBNet's 4x4 stride-2 transposed conv
+    #   (a 2/4/8-px grid), True = nearest x2 + 3x3 conv (blocks.ResizeConv)
+    gate_tau: float = 0.1  # in-focus gate: g = clip(|defocus_wide - defocus_target| / tau, 0, 1)
+    #   (normalised units; 0.1 = 1 px CoC); out = W + g * (pred - W - c): W where g = 0
+    mean_lock: bool = True  # c above makes the gated residual zero-mean per channel (the output
+    #   keeps W's channel means: refocusing and deblurring conserve them)
 
 
 DC2_VARIANTS: dict[str, DC2Config] = {
     "paper": DC2Config(),
-    "mobile": DC2Config(widths=(8, 16, 32, 64), fusion_mult=0.25),
-    "tiny": DC2Config(widths=(4, 4, 8, 8), n_res_enc=1, n_res_mid=0, n_res_dec=1, fusion_mult=0.25),
+    "mobile": DC2Config(widths=(8, 16, 32, 64), fusion_mult=0.25, resize_up=True),
+    "tiny": DC2Config(widths=(4, 4, 8, 8), n_res_enc=1, n_res_mid=0, n_res_dec=1, fusion_mult=0.25,
+                      resize_up=True),
 }
 
 REFINER_IN_CH = 6  # image (3) + defocus_wide (1) + defocus_target (1) + radial (1)
@@ -91,7 +98,8 @@ class DRBRefiner(nn.Module):
         for k in range(1, 4):
             self.enc.append(nn.Sequential(ConvAct(w[k - 1], w[k], stride=2), res_stack(w[k], cfg.n_res_enc)))
         self.mid = res_stack(w[3], cfg.n_res_mid)
-        self.up = nn.ModuleList([UpConv(w[k + 1], w[k]) for k in (2, 1, 0)])
+        up = ResizeConv if cfg.resize_up else UpConv
+        self.up = nn.ModuleList([up(w[k + 1], w[k]) for k in (2, 1, 0)])
         self.dec = nn.ModuleList([res_stack(w[k], cfg.n_res_dec) for k in (2, 1, 0)])
         self.heads = nn.ModuleList([ScaleHead(w[k], cfg.head_init_scale) for k in (3, 2, 1, 0)])
 
@@ -109,6 +117,24 @@ class DRBRefiner(nn.Module):
             est = self.heads[k + 1](upsample2(est), feat)
             outs.append(est)
         return outs  # 1/8, 1/4, 1/2, 1
+
+
+def gate_map(defocus_wide: torch.Tensor, defocus_target: torch.Tensor, tau: float) -> torch.Tensor:
+    """Where W already has the target defocus (its in-focus pixels for an all-in-focus target)
+    g = 0; g = 1 once the two maps differ by ``tau`` or more (a fixed, parameter-free gate)."""
+    return torch.clamp((defocus_wide - defocus_target).abs() / tau, 0.0, 1.0)
+
+
+def gated(wide: torch.Tensor, pred: torch.Tensor, g: torch.Tensor, mean_lock: bool) -> torch.Tensor:
+    """``W + g * (pred - W - c)``: exactly W where g = 0. With ``mean_lock`` the per-channel
+    constant c = sum(g d) / sum(g) (d = pred - W) makes the residual's mean zero, so the output
+    keeps W's channel means (a blur whose PSF sums to 1 conserves them; the off white balance of
+    UW must not leak in). Export friendly: reductions and arithmetic only."""
+    d = pred - wide
+    if mean_lock:
+        c = (g * d).sum(dim=(-2, -1), keepdim=True) / (g.sum(dim=(-2, -1), keepdim=True) + 1e-6)
+        d = d - c
+    return wide + g * d
 
 
 def blend(refined_w: torch.Tensor, refined_uw: torch.Tensor, mask_uw: torch.Tensor) -> torch.Tensor:
@@ -186,6 +212,11 @@ class DC2(nn.Module):
         if self.mask_override is not None:
             masks = [torch.full_like(m, float(self.mask_override)) for m in masks]
         images = [blend(a, b, m) for a, b, m in zip(ref_w, ref_uw, masks)]
+        if self.config.gate_tau > 0:
+            g = gate_map(defocus_wide, defocus_target, self.config.gate_tau)
+            pool = lambda t, f: F.avg_pool2d(t, f) if f > 1 else t  # noqa: E731
+            images = [gated(pool(wide, f), im, pool(g, f), self.config.mean_lock)
+                      for f, im in zip((8, 4, 2, 1), images)]
         c = lambda t: torch.clamp(t, 0.0, 1.0)  # noqa: E731
         return (
             c(images[3]), c(images[2]), c(images[1]), c(images[0]),
@@ -226,8 +257,10 @@ def _inputs(f: dict) -> dict:
 
 def _targets(f: dict) -> dict:
     """image = W's scene rendered with the target defocus (the sharp image when it is all zeros)."""
+    label, weight = losses.oracle_label(chw(f["wide"]), chw(f["ultrawide"]), chw(f["refocused"]))
     return {"image": chw(f["refocused"]), "sharp": chw(f["sharp"]),
-            "occlusion": chw(np.asarray(f["occlusion"], np.float32))}
+            "occlusion": chw(np.asarray(f["occlusion"], np.float32)),
+            "oracle_uw": label, "oracle_weight": weight}
 
 
 def _before(inputs: dict) -> np.ndarray:
@@ -235,7 +268,7 @@ def _before(inputs: dict) -> np.ndarray:
 
 
 def _loss(outputs: dict, targets: dict) -> dict:
-    return losses.dc2_loss(outputs, targets["image"])
+    return losses.dc2_loss(outputs, targets["image"], targets.get("oracle_uw"), targets.get("oracle_weight"))
 
 
 def _task(name: str, all_in_focus: bool) -> EvalTask:

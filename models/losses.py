@@ -56,9 +56,34 @@ def rdpd_loss(pred: torch.Tensor, target: torch.Tensor) -> dict:
 DC2_SCALE_WEIGHTS = {"image": 1.0, "image_half": 0.5, "image_quarter": 0.25, "image_eighth": 0.125}
 
 
-def dc2_loss(outputs: dict, target: torch.Tensor) -> dict:
+LAMBDA_REFINED = 0.25  # our choice: each refiner's full-size estimate against the target
+LAMBDA_MASK = 0.01  # our choice: weighted BCE of the full-size UW mask against the oracle choice
+
+
+def oracle_label(wide: np.ndarray, ultrawide: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Label and weight (1 x H x W each) for DC2's UW mask from C x H x W arrays: label 1 where
+    the aligned UW is closer to the target than W (the per-pixel oracle of
+    ``train.evaluate.oracle_pick``, ties to W), weight |err_W - err_UW| (squared errors summed
+    over channels): pixels where the two inputs are equally good do not pull the mask."""
+    ew = ((wide - target) ** 2).sum(0)
+    eu = ((ultrawide - target) ** 2).sum(0)
+    return (eu < ew).astype(np.float32)[None], np.abs(ew - eu).astype(np.float32)[None]
+
+
+def weighted_bce(p: torch.Tensor, label: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """sum(w * BCE(p, label)) / sum(w) for probabilities ``p``."""
+    bce = F.binary_cross_entropy(p.clamp(1e-4, 1 - 1e-4), label, reduction="none")
+    return (weight * bce).sum() / (weight.sum() + 1e-8)
+
+
+def dc2_loss(outputs: dict, target: torch.Tensor, oracle_uw: torch.Tensor | None = None,
+             oracle_weight: torch.Tensor | None = None) -> dict:
     """Multi-scale reconstruction loss over DC2's 1x..1/8 outputs against the target
-    average-pooled to each scale (seed 001), plus the edge loss at full resolution."""
+    average-pooled to each scale (seed 001), plus the edge loss at full resolution. Two
+    supervision terms of ours (issue 13): the refined W and UW at full size against the target
+    (``LAMBDA_REFINED`` each: the refiners learn to refocus on their own, not only through the
+    blend) and, given the oracle label, a weighted BCE on the full-size UW mask
+    (``LAMBDA_MASK``: keeps the mask from collapsing to W everywhere)."""
     terms = {}
     total = target.new_zeros(())
     for name, w in DC2_SCALE_WEIGHTS.items():
@@ -68,7 +93,15 @@ def dc2_loss(outputs: dict, target: torch.Tensor) -> dict:
         terms[name] = F.mse_loss(out, t)
         total = total + w * terms[name]
     terms["edge"] = edge_loss(outputs["image"], target)
-    terms["loss"] = total + terms["edge"]
+    total = total + terms["edge"]
+    if "refined_w" in outputs:
+        terms["refined_w"] = F.mse_loss(outputs["refined_w"], target)
+        terms["refined_uw"] = F.mse_loss(outputs["refined_uw"], target)
+        total = total + LAMBDA_REFINED * (terms["refined_w"] + terms["refined_uw"])
+    if oracle_uw is not None and "mask_uw" in outputs:
+        terms["mask_bce"] = weighted_bce(outputs["mask_uw"], oracle_uw, oracle_weight)
+        total = total + LAMBDA_MASK * terms["mask_bce"]
+    terms["loss"] = total
     return terms
 
 

@@ -9,7 +9,7 @@ import torch
 
 from models import registry
 from models.complexity import count_macs, count_params, measure, model_table
-from models.dc2 import blend
+from models.dc2 import blend, gate_map, gated
 from models.radial import radial_map_torch
 from models.uid import shift_defocus
 
@@ -186,6 +186,9 @@ def test_dc2_forced_mask_returns_refined_image(value):
         model.mask_override = value
         forced = dict(zip(model.output_names, model(*ex.values())))
     target = forced["refined_uw"] if value == 1.0 else forced["refined_w"]
+    # the in-focus gate (issue 13) passes the blend through where W's defocus differs from the target's
+    g = gate_map(ex["defocus_wide"], ex["defocus_target"], model.config.gate_tau)
+    target = gated(ex["wide"], target, g, model.config.mean_lock).clamp(0, 1)
     torch.testing.assert_close(forced["image"], target, atol=1e-6, rtol=0)
     assert (forced["refined_w"] - forced["refined_uw"]).abs().max() > 1e-3  # the test can fail
     assert torch.all(forced["mask_uw"] == value)
