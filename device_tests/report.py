@@ -126,16 +126,7 @@ def _plots(work: Path, lat: list[dict], par: list[dict]) -> list[tuple[str, str]
         if r.get("artifact_bytes"):
             sizes[f"{r['model']} {r['target']} {r['precision']} {r['size']}"] = r["artifact_bytes"] / 1e6
     if sizes:
-        fig, ax = plt.subplots(figsize=(9, 1.5 + 0.3 * len(sizes)))
-        ks = sorted(sizes)
-        ax.barh(range(len(ks)), [sizes[k] for k in ks], color="tab:blue")
-        ax.set_yticks(range(len(ks)), ks, fontsize=7)
-        ax.invert_yaxis()
-        ax.set_xlabel("model file, MB")
-        ax.set_title("artifact size", fontsize=9)
-        fig.tight_layout()
-        fig.savefig(work / "size.png", dpi=100)
-        plt.close(fig)
+        _bar_chart(plt, work / "size.png", sizes, "tab:blue", "model file, MB", "artifact size")
         out.append(("size.png", "Artifact size"))
     cov = {}
     for r in lat:
@@ -143,19 +134,26 @@ def _plots(work: Path, lat: list[dict], par: list[dict]) -> list[tuple[str, str]
         if c is not None:
             cov[f"{r['model']} {r['target']} {r['precision']} on {r['device']}"] = 100 * c
     if cov:
-        fig, ax = plt.subplots(figsize=(9, 1.5 + 0.3 * len(cov)))
-        ks = sorted(cov)
-        ax.barh(range(len(ks)), [cov[k] for k in ks], color="tab:purple")
-        ax.set_yticks(range(len(ks)), ks, fontsize=7)
-        ax.invert_yaxis()
-        ax.set_xlim(0, 100)
-        ax.set_xlabel("graph nodes in the delegate, %")
-        ax.set_title("delegate coverage", fontsize=9)
-        fig.tight_layout()
-        fig.savefig(work / "delegate.png", dpi=100)
-        plt.close(fig)
+        _bar_chart(plt, work / "delegate.png", cov, "tab:purple", "graph nodes in the delegate, %",
+                   "delegate coverage", xlim=(0, 100))
         out.append(("delegate.png", "Delegate coverage"))
     return out
+
+
+def _bar_chart(plt, path: Path, values: dict, colour: str, xlabel: str, title: str, xlim=None) -> None:
+    """One horizontal bar per key (sorted), labelled with the key: the size and coverage plots."""
+    keys = sorted(values)
+    fig, ax = plt.subplots(figsize=(9, 1.5 + 0.3 * len(keys)))
+    ax.barh(range(len(keys)), [values[k] for k in keys], color=colour)
+    ax.set_yticks(range(len(keys)), keys, fontsize=7)
+    ax.invert_yaxis()
+    if xlim:
+        ax.set_xlim(*xlim)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def _md(cols, body) -> str:
