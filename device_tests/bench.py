@@ -11,12 +11,12 @@ kernels; onnxruntime: its CPU provider, no delegate).
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
+from core.jsonfile import read_json
 from core.errors import UserError
 
 HOST = "host"
@@ -75,13 +75,8 @@ def timed_runs(fn, runs: int, min_seconds: float, warmup: int) -> dict:
 # --- artifacts --------------------------------------------------------------------------------
 
 def read_manifest(artifact: Path) -> dict:
-    p = Path(artifact) / "manifest.json"
-    if not p.is_file():
-        raise BenchError(f"{artifact}: no manifest.json (not an artifact folder written by `cli.py export`)")
-    try:
-        return json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BenchError(f"{p}: not valid JSON ({exc})") from None
+    return read_json(Path(artifact) / "manifest.json", BenchError,
+                     "missing (not an artifact folder written by `cli.py export`)")
 
 
 def artifacts_of(model: str, root: Path, variant: str = "mobile") -> list[Path]:

@@ -11,12 +11,12 @@ carries ground truth, the main output's task PSNR is reported overall and per bl
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 
+from core.jsonfile import read_json
 from core.atomic import atomic_dir, write_json
 
 from .bundle import BLUR_BANDS, RUN_JSON, Bundle, open_bundle
@@ -97,10 +97,7 @@ def read_outputs(bundle: Bundle, outputs: Path) -> tuple[dict, dict | None]:
     run = None
     rj = outputs / RUN_JSON
     if rj.is_file():
-        try:
-            run = json.loads(rj.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BundleError(f"{rj}: not valid JSON ({exc})") from None
+        run = read_json(rj, BundleError)
         if not isinstance(run, dict):
             raise BundleError(f"{rj}: expected a JSON object")
     return got, run

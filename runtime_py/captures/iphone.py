@@ -8,7 +8,6 @@ Colour images are kept as stored (sRGB-encoded), divided by 2^bits - 1.
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core.jsonfile import read_json
 from runtime_py.captures.common import Capture, CaptureError, check_file, check_finite, read_image_unchanged
 
 IMAGE_EXT = (".heic", ".heif", ".jpg", ".jpeg", ".png", ".tif", ".tiff")
@@ -377,10 +377,7 @@ def read_bundle(path) -> Capture:
     if not meta_p.is_file():
         missing.append("meta.json")
     else:
-        try:
-            meta = json.loads(meta_p.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CaptureError(f"{meta_p}: not valid JSON ({exc})") from None
+        meta = read_json(meta_p, CaptureError)
         if not isinstance(meta, dict):
             raise CaptureError(f"{meta_p}: must hold a JSON object")
     if missing:

@@ -9,13 +9,13 @@ twice as tall as wide (``pixel_aspect_y_over_x = 2``): see ``Capture.to_square_p
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from core.jsonfile import read_json
 from runtime_py.captures.common import Capture, CaptureError, Encoding, Layout, apply_layout, read_image_unchanged, read_pgm
 
 PIXEL_BLACK_CODE = 64.0  # 10-bit codes, Pixel DP capture app (nominal SENSOR_DYNAMIC_BLACK_LEVEL)
@@ -82,10 +82,7 @@ def _sidecar_levels(left: Path, stem: str) -> dict:
     side = left.with_name(stem + ".json")
     if not side.is_file():
         return {}
-    try:
-        raw = json.loads(side.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CaptureError(f"{side}: not valid JSON ({exc})") from None
+    raw = read_json(side, CaptureError)
     if not isinstance(raw, dict):
         raise CaptureError(f"{side}: must hold a JSON object")
     return {k: raw[k] for k in ("black_level", "white_level", "bit_depth") if k in raw}
