@@ -23,6 +23,7 @@ from .radial import radial_map_torch
 from .spec import IMG, DataSpec, EvalTask, ModelSpec, TensorSpec, chw
 
 
+CHROMA_FLOOR = 1e-3  # chroma (fraction of the range, summed over channels) below which an image is grey
 DEFOCUS_NORM_PX = 10.0  # defocus-map inputs are |CoC| / 10 px clipped to [0, 1] (1 = strongest blur)
 
 SCALE_SUFFIX = ("_eighth", "_quarter", "_half", "")  # coarse -> fine, matching 1/8, 1/4, 1/2, 1
@@ -50,13 +51,20 @@ class DC2Config:
     #   (normalised units; 0.1 = 1 px CoC); out = W + g * (pred - W - c): W where g = 0
     mean_lock: bool = True  # c above makes the gated residual zero-mean per channel (the output
     #   keeps W's channel means: refocusing and deblurring conserve them)
+    anchor: bool = False  # each finer estimate starts from the input pooled to its scale plus the
+    #   bilinear up-sampled correction of the coarser one (a Laplacian pyramid): the refiner is the
+    #   identity at init and keeps the input's detail; False = DRBNet's up-sampled coarse estimate
+    chroma_tau: float = 0.0  # > 0: each head's residual keeps its chroma only where the estimate it
+    #   corrects has local chroma (:func:`chroma_locked`, full at ``chroma_tau`` of the range): grey
+    #   in, grey out at every scale; 0 = free residual
 
 
 DC2_VARIANTS: dict[str, DC2Config] = {
     "paper": DC2Config(),
-    "mobile": DC2Config(widths=(8, 16, 32, 64), fusion_mult=0.25, resize_up=True),
+    "mobile": DC2Config(widths=(8, 16, 32, 64), fusion_mult=0.25, resize_up=True, anchor=True,
+                        chroma_tau=0.02),
     "tiny": DC2Config(widths=(4, 4, 8, 8), n_res_enc=1, n_res_mid=0, n_res_dec=1, fusion_mult=0.25,
-                      resize_up=True),
+                      resize_up=True, anchor=True, chroma_tau=0.02),
 }
 
 REFINER_IN_CH = 6  # image (3) + defocus_wide (1) + defocus_target (1) + radial (1)
@@ -66,8 +74,9 @@ class ScaleHead(nn.Module):
     """One DRBNet output scale: three convs on the current estimate, fused with the decoder
     features, then a 49-channel kernel head and a 3-channel residual head."""
 
-    def __init__(self, ch: int, init_scale: float):
+    def __init__(self, ch: int, init_scale: float, chroma_tau: float = 0.0):
         super().__init__()
+        self.chroma_tau = chroma_tau
         self.img = nn.Sequential(ConvAct(3, ch), ConvAct(ch, ch), ConvAct(ch, ch))
         self.fuse = ConvAct(2 * ch, ch)
         self.kernel = nn.Conv2d(ch, 49, 3, padding=1)
@@ -79,7 +88,11 @@ class ScaleHead(nn.Module):
 
     def forward(self, image: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
         f = self.fuse(torch.cat([self.img(image), feat], dim=1))
-        return image + dynamic_filter_7x7(image, self.kernel(f)) + self.residual(f)
+        residual = self.residual(f)
+        if self.chroma_tau > 0:
+            residual = chroma_locked(residual, image, self.chroma_tau)
+        # the dynamic filter applies one kernel to all three channels: it cannot add chroma
+        return image + dynamic_filter_7x7(image, self.kernel(f)) + residual
 
 
 class DRBRefiner(nn.Module):
@@ -88,7 +101,8 @@ class DRBRefiner(nn.Module):
     Encoder: 3x3 conv + residual blocks at full size, stride-2 convs down to 1/8 (channels
     ``widths``); extra residual blocks at 1/8; decoder: 4x4 stride-2 transposed conv + LeakyReLU,
     add the encoder skip, residual blocks. The first estimate is the input image average-pooled
-    to 1/8; each finer scale starts from the previous estimate up-sampled x2 (nearest).
+    to 1/8; each finer scale starts from the previous estimate up-sampled x2 (nearest), or with
+    ``anchor`` from :func:`anchored_base`.
     """
 
     def __init__(self, cfg: DC2Config, in_ch: int = REFINER_IN_CH):
@@ -101,7 +115,8 @@ class DRBRefiner(nn.Module):
         up = ResizeConv if cfg.resize_up else UpConv
         self.up = nn.ModuleList([up(w[k + 1], w[k]) for k in (2, 1, 0)])
         self.dec = nn.ModuleList([res_stack(w[k], cfg.n_res_dec) for k in (2, 1, 0)])
-        self.heads = nn.ModuleList([ScaleHead(w[k], cfg.head_init_scale) for k in (3, 2, 1, 0)])
+        self.heads = nn.ModuleList([ScaleHead(w[k], cfg.head_init_scale, cfg.chroma_tau) for k in (3, 2, 1, 0)])
+        self.anchor = cfg.anchor
 
     def forward(self, image: torch.Tensor, aux: torch.Tensor) -> list[torch.Tensor]:
         x = torch.cat([image, aux], dim=1)
@@ -114,9 +129,34 @@ class DRBRefiner(nn.Module):
         outs = [est]
         for k in range(3):
             feat = self.dec[k](self.up[k](feat) + skips[2 - k])
-            est = self.heads[k + 1](upsample2(est), feat)
+            base = anchored_base(image, est, 4 >> k) if self.anchor else upsample2(est)
+            est = self.heads[k + 1](base, feat)
             outs.append(est)
         return outs  # 1/8, 1/4, 1/2, 1
+
+
+def chroma_locked(residual: torch.Tensor, image: torch.Tensor, tau: float) -> torch.Tensor:
+    """The residual's grey part (channel mean) plus its chroma (the rest) scaled by
+    ``clip((c - CHROMA_FLOOR) / tau, 0, 1)``, c the image's chroma (sum over channels of
+    |x - channel mean|) averaged over 5 x 5 pixels: where the image is grey the correction is grey
+    (a grey capture, e.g. the Pixel's green-only views, stays grey), where it has colour the
+    residual is free. The floor keeps the rounding of the channel mean (1 ulp) from seeding colour
+    that later scales would amplify."""
+    grey = residual.mean(dim=1, keepdim=True)
+    chroma = (image - image.mean(dim=1, keepdim=True)).abs().sum(dim=1, keepdim=True)
+    weight = torch.clamp((F.avg_pool2d(chroma, 5, stride=1, padding=2) - CHROMA_FLOOR) / tau, 0.0, 1.0)
+    return grey + weight * (residual - grey)
+
+
+def anchored_base(image: torch.Tensor, coarse: torch.Tensor, factor: int) -> torch.Tensor:
+    """The start of the estimate at 1/``factor``: the input pooled to that scale plus the coarse
+    estimate's correction (coarse - input pooled to the coarse scale), up-sampled bilinearly.
+    Equals the pooled input when the coarse estimate is the pooled input, so a refiner whose heads
+    are near zero passes its input through with all its detail (nearest up-sampling of the
+    correction would print a 2-px grid)."""
+    fine = F.avg_pool2d(image, factor) if factor > 1 else image
+    correction = coarse - F.avg_pool2d(fine, 2)
+    return fine + F.interpolate(correction, scale_factor=2.0, mode="bilinear", align_corners=False)
 
 
 def gate_map(defocus_wide: torch.Tensor, defocus_target: torch.Tensor, tau: float) -> torch.Tensor:

@@ -98,7 +98,7 @@ def test_refiner_upsampling_grid_on_a_flat_image(resize_up, grid):
     mobile's) they carry a strong one: the test can fail."""
     from dataclasses import replace
     torch.manual_seed(3)
-    net = DC2(replace(DC2_VARIANTS["tiny"], resize_up=resize_up, head_init_scale=1.0)).eval()
+    net = DC2(replace(DC2_VARIANTS["tiny"], resize_up=resize_up, anchor=resize_up, head_init_scale=1.0)).eval()
     g = torch.Generator().manual_seed(0)
     wide, uw = (0.4 + 0.01 * torch.randn(1, 3, 128, 128, generator=g) for _ in range(2))
     _, _, dw, dt, radial = _inputs(128, 128)
@@ -144,3 +144,61 @@ def test_mobile_exports_to_onnx_and_matches_eager(tmp_path):
     assert len(got) == len(ref)
     diffs = {name: float(np.abs(a.numpy() - b).max()) for name, a, b in zip(net.output_names, ref, got)}
     assert max(diffs.values()) <= 1e-4, diffs
+
+
+def test_anchored_refiner_is_identity_with_zero_heads_and_keeps_detail():
+    """With ``anchor`` each scale starts from the input pooled to it: zero heads pass every scale
+    of the input through exactly (the old up-sampled start loses all detail above 1/8)."""
+    from dataclasses import replace
+
+    from models.dc2 import DRBRefiner
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, 32, 32)
+    aux = torch.rand(1, 3, 32, 32)
+    outs = {}
+    for anchor in (True, False):
+        ref = DRBRefiner(replace(DC2_VARIANTS["tiny"], anchor=anchor))
+        with torch.no_grad():
+            for head in ref.heads:
+                for conv in (head.kernel, head.residual):
+                    conv.weight.zero_()
+                    conv.bias.zero_()
+            outs[anchor] = ref(image, aux)
+    for est, f in zip(outs[True], (8, 4, 2, 1)):
+        expect = torch.nn.functional.avg_pool2d(image, f) if f > 1 else image
+        assert torch.allclose(est, expect, atol=1e-6)
+    assert float((outs[False][-1] - image).abs().mean()) > 0.05  # nearest-up-sampled 1/8 input
+
+
+def test_chroma_lock_keeps_grey_inputs_grey_in_every_image_output():
+    """A perturbed tiny DC2 (heads far from identity) on grey W and UW: with the chroma lock every
+    image output is exactly grey; without it the residual heads add colour (the test can fail)."""
+    from dataclasses import replace
+    g = torch.Generator().manual_seed(5)
+    grey = lambda: (0.2 + 0.6 * torch.rand(1, 1, 64, 64, generator=g)).repeat(1, 3, 1, 1)  # noqa: E731
+    wide, uw = grey(), grey()
+    _, _, dw, dt, radial = _inputs()
+    for tau, expect_grey in ((0.02, True), (0.0, False)):
+        torch.manual_seed(0)
+        net = DC2(replace(DC2_VARIANTS["tiny"], chroma_tau=tau, head_init_scale=1.0)).eval()
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+            out = dict(zip(net.output_names, net(wide, uw, dw, dt, radial)))
+        for name in ("image", "image_half", "image_quarter", "image_eighth", "refined_w", "refined_uw"):
+            off = float((out[name] - out[name].mean(dim=1, keepdim=True)).abs().max())
+            assert (off < 1e-5) if expect_grey else True, (name, off)
+        if not expect_grey:
+            assert float((out["refined_w"] - out["refined_w"].mean(dim=1, keepdim=True)).abs().max()) > 1e-3
+
+
+def test_chroma_lock_leaves_a_colourful_residual_alone():
+    from models.dc2 import chroma_locked
+    g = torch.Generator().manual_seed(2)
+    image = torch.zeros(1, 3, 16, 16)
+    image[:, 0] = 0.8  # saturated red: chroma 0.8 + 2 x 0.27 >> tau
+    residual = torch.randn(1, 3, 16, 16, generator=g)
+    assert torch.allclose(chroma_locked(residual, image, 0.02), residual, atol=1e-6)
+    grey = image.mean(dim=1, keepdim=True).repeat(1, 3, 1, 1)
+    locked = chroma_locked(residual, grey, 0.02)
+    assert torch.allclose(locked, residual.mean(dim=1, keepdim=True).expand_as(residual), atol=1e-6)

@@ -181,6 +181,8 @@ def test_dc2_forced_mask_returns_refined_image(value):
     spec = registry.get("dc2")
     model = _build("dc2", "tiny")
     ex = spec.example_inputs(32, 32, variant="tiny")
+    for k in ("wide", "ultrawide"):  # away from 0 and 1: the clamp of refined_w/uw must not act
+        ex[k] = 0.2 + 0.6 * ex[k]
     with torch.no_grad():
         free = dict(zip(model.output_names, model(*ex.values())))
         model.mask_override = value
