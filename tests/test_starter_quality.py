@@ -14,7 +14,7 @@ from train import evaluate as ev
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 # models whose published starter is known to fail these checks (strict xfail: a fix must remove the mark)
-KNOWN_FAILURES = {("grey", "dc2"): "DC2 phone starter: local chroma up to 5 % of the range on grey W/UW (issue 13)"}
+KNOWN_FAILURES: dict = {}
 
 
 def _starter(name):
