@@ -12,7 +12,7 @@ each model, to say why a quality target is missed and what a longer (GPU) run sh
 - Data cost: seconds to render one training example (what ``--refresh-every`` pays per refresh)
   and host bytes per pixel of a pool example.
 
-    .venv/bin/python benchmarks/bench_training_diagnostics.py [--count 16] [--size 128]
+    .venv/bin/python benchmarks/bench_training_diagnostics.py [--count 16] [--size 128] [--profile phone]
 
 Prints tables, then one JSON line of the figures.
 """
@@ -154,6 +154,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--pool-count", type=int, default=12, help="examples of the pool and of the split compared")
     ap.add_argument("--checkpoints", type=Path, default=ROOT / "checkpoints")
+    ap.add_argument("--profile", default=None, help="the test split's data profile (synth.profiles; default: the original split)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     figures: dict[str, float] = {}
@@ -162,8 +163,8 @@ def main() -> None:
     print(f"## Gain over the blurred input per blur band ({args.count} test examples of {args.size}x{args.size}; "
           "PSNR of the squared error pooled over the band's pixels)\n")
     print("| model | band | share of pixels | input dB | model dB | gain dB |\n|---|---|---|---|---|---|")
-    bands = {"rdpd": rdpd_bands(load("rdpd"), test_split("rdpd", args.count, args.size))}
-    uid_bands, uid_stats = uid_probe(load("uid"), test_split("uid", args.count, args.size))
+    bands = {"rdpd": rdpd_bands(load("rdpd"), test_split("rdpd", args.count, args.size, profile=args.profile))}
+    uid_bands, uid_stats = uid_probe(load("uid"), test_split("uid", args.count, args.size, profile=args.profile))
     bands["uid"] = uid_bands
     for name, pooled in bands.items():
         for band in pooled.groups():
@@ -184,7 +185,7 @@ def main() -> None:
 
     print("\n## DC2 per region\n")
     print("| task | region | share | W dB | aligned UW dB | model dB |\n|---|---|---|---|---|---|")
-    per_task, dstats = dc2_probe(load("dc2"), test_split("dc2", args.count, args.size))
+    per_task, dstats = dc2_probe(load("dc2"), test_split("dc2", args.count, args.size, profile=args.profile))
     for task, pooled in per_task.items():
         for region in pooled.groups():
             w, uw, pred = (pooled.psnr(region, m) for m in ("W", "UW", "model"))
