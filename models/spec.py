@@ -154,6 +154,8 @@ class ModelSpec:
     targets_from_fields: Callable[[dict], dict] | None = None  # fields of one frame -> targets
     before_image: Callable[[dict], np.ndarray] | None = None  # inputs -> the "before" RGB (C x H x W)
     radial_input: tuple[str, int] | None = None  # (input, channel) holding the radial map, if any
+    disparity_output: str | None = None  # an output holding a signed defocus/disparity map (point/box prompts)
+    refocus_output: str | None = None  # the output refocused on the focus mask (prompt figures, benchmarks)
     loss: Callable[[dict, dict], dict] | None = None  # (outputs, targets) -> {"loss": ..., terms}
     eval_tasks: tuple[EvalTask, ...] = ()
 
