@@ -11,8 +11,9 @@ Objects sit at different depths, so an object is a connected region of similar d
 - both can be refined by GrabCut on the image with the disparity region as its seed (sure
   foreground: the eroded region, sure background: far outside it): the disparity is the extra
   cue, the colours sharpen the edges a smooth estimated disparity blurs.
-Confidence: the disparity contrast between the region and a ring around it, in units of ``tol``
-(``tanh(|median in - median ring| / (2 tol))``): 0 when nothing stands out.
+Confidence: the disparity contrast between the disparity region (before refinement) and a ring
+around it, in units of ``tol`` (``tanh(|median in - median ring| / (2 tol))``): 0 when nothing
+stands out.
 """
 from __future__ import annotations
 
@@ -189,11 +190,10 @@ def box_prompt(disp: np.ndarray, image: np.ndarray, box: tuple[int, int, int, in
     wsum = np.bincount(lab[y0:y1, x0:x1].ravel(), weights=weight.ravel(), minlength=n)
     wsum[0] = -1
     region = lab == int(np.argmax(wsum))
+    conf = contrast_confidence(d, region, tol)  # of the disparity layer, before any refinement
     if refine:
-        region = grabcut_refine(image, region) & inside
-        if region.sum() == 0:
-            region = lab == int(np.argmax(wsum))
-    conf = contrast_confidence(d, region, tol)
+        refined = grabcut_refine(image, region) & inside
+        region = refined if refined.any() else region
     return PromptResult(region.astype(np.float32), conf, "box",
                         {"box": [x0, y0, x1, y1], "tolerance": tol, "layer_disparity": mode, "refined": refine,
                          "pixels": int(region.sum()), "notes": notes})
