@@ -34,7 +34,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models.checkpoint import load_model  # noqa: E402
-from models.registry import get  # noqa: E402
 from runtime_py.prompts import box_prompt, iou, point_prompt  # noqa: E402
 from synth.prompt_scenes import object_scene, prompts_for, query_embedding, render_dp  # noqa: E402
 
@@ -50,7 +49,6 @@ def _tensor(a):
 
 
 def text_table(net, count: int, size: int, seed: int) -> dict:
-    spec = get("promptmask")
     out = {}
     for split in ("unseen", "train"):
         rng = np.random.default_rng([seed, 11, len(split)])
