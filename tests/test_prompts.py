@@ -39,21 +39,38 @@ def scenes():
     return _scenes()
 
 
-@pytest.mark.parametrize("refine", [False, True])
-def test_point_and_box_find_the_object_on_the_capture_disparity(scenes, refine):
-    """The issue's bar: IoU >= 0.85 against the true (visible) object masks, every object."""
-    point_ious, box_ious = [], []
+def _ious(scenes, disparity, refine):
+    point_ious, box_ious, conf = [], [], []
     for sc, s in scenes:
+        d = disparity(s)
         for j in range(1, len(sc.objects) + 1):
             m = sc.mask(j)
-            p = point_prompt(s.coc, s.combined, _inner_point(m), refine=refine)
-            b = box_prompt(s.coc, s.combined, _box(m), refine=refine)
+            p = point_prompt(d, s.combined, _inner_point(m), refine=refine)
+            b = box_prompt(d, s.combined, _box(m), refine=refine)
             point_ious.append(iou(p.mask, m))
             box_ious.append(iou(b.mask, m))
-            assert p.confidence > 0.3 and b.confidence > 0.3
-    assert np.mean(point_ious) >= 0.85 and np.mean(box_ious) >= 0.85, (point_ious, box_ious)
-    if not refine:  # exact disparity layers: exact masks
-        assert min(point_ious) > 0.95 and min(box_ious) > 0.95
+            conf += [p.confidence, b.confidence]
+    return np.array(point_ious), np.array(box_ious), np.array(conf)
+
+
+def test_point_and_box_find_the_object_on_the_capture_disparity(scenes):
+    """The issue's bar (IoU >= 0.85 against the true visible object masks), here for every
+    object: the capture's disparity has one layer per object, so the masks are exact."""
+    points, boxes, conf = _ious(scenes, lambda s: s.coc, refine=False)
+    assert points.min() > 0.95 and boxes.min() > 0.95, (points, boxes)
+    assert conf.min() > 0.3
+
+
+def test_refinement_recovers_edges_of_a_smooth_estimated_disparity(scenes):
+    """A 1/8-resolution disparity (what UiD's defocus output is) blurs object edges: snapping to
+    superpixels + GrabCut must do clearly better than growing on the smooth map itself."""
+    def coarse(s):
+        h, w = s.coc.shape
+        return cv2.resize(cv2.resize(s.coc, (w // 8, h // 8), interpolation=cv2.INTER_AREA), (w, h),
+                          interpolation=cv2.INTER_LINEAR)
+    raw_p, raw_b, _ = _ious(scenes, coarse, refine=False)
+    ref_p, ref_b, _ = _ious(scenes, coarse, refine=True)
+    assert ref_p.mean() > raw_p.mean() + 0.05 and ref_b.mean() > raw_b.mean() + 0.05
 
 
 def test_box_picks_the_dominant_layer_not_the_background():
