@@ -3,8 +3,9 @@ sharper UiD makes it, and what the text encoder costs on the phone targets.
 
 1. Text: the prompt mask head (default checkpoints/promptmask-mobile) on the held-out split
    (colour-shape pairs never seen in training, distractors sharing the colour or the shape),
-   mean IoU against the true mask; the same on prompts of the training distribution; prompts
-   naming nothing: share refused (presence < 0.5). Baseline in the same run: a model that finds
+   mean IoU against the true mask; the same on prompts of the training distribution; per scene
+   also a prompt naming a colour-shape pair absent from it: share refused (presence < 0.5 or
+   an empty mask), next to the share of true prompts accepted. Baseline in the same run: a model that finds
    the regions but ignores the text (IoU of a uniformly drawn region of the scene).
 2. Point / box on every object of the scenes, on the capture's disparity (the renderer's) and on
    UiD's own defocus output (GrabCut-refined); baselines: the old ``--focus x,y`` disk, the box
@@ -35,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from models.checkpoint import load_model  # noqa: E402
 from runtime_py.prompts import box_prompt, iou, point_prompt  # noqa: E402
-from synth.prompt_scenes import object_scene, prompts_for, query_embedding, render_dp  # noqa: E402
+from synth.prompt_scenes import COLOURS, SHAPES, object_scene, prompts_for, query_embedding, render_dp  # noqa: E402
 
 
 def _inner_point(m):
@@ -67,6 +68,14 @@ def text_table(net, count: int, size: int, seed: int) -> dict:
                 kept_pos.append(float(p) >= 0.5 and pred.any())
             else:
                 refused_neg.append(float(p) < 0.5 or not pred.any())
+            # and a prompt naming a colour-shape pair that is not in the scene: it must be refused
+            present = {(o.colour, o.shape) for o in sc.objects}
+            absent = [(c, sh) for c in COLOURS for sh in SHAPES if (c, sh) not in present]
+            c, sh = absent[int(rng.integers(len(absent)))]
+            q = torch.from_numpy(query_embedding(f"the {c} {sh}").reshape(1, -1, 1, 1))
+            with torch.no_grad():
+                m, p = net(_tensor(s.left), _tensor(s.right), q)
+            refused_neg.append(float(p) < 0.5 or not bool((m > 0.5).any()))
         out[split] = {"n": len(ious), "miou": float(np.mean(ious)), "median_iou": float(np.median(ious)),
                       "chance_miou": float(np.mean(chance)), "accepted_positive": float(np.mean(kept_pos)),
                       "n_negative": len(refused_neg),

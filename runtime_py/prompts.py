@@ -6,8 +6,9 @@ Objects sit at different depths, so an object is a connected region of similar d
 
 - point: flood fill of the disparity from the tapped pixel (fixed range: within ``tol`` of the
   seed's value), the connected region that holds the tap;
-- box: the dominant disparity layer inside the box (a centre-weighted histogram's mode), its
-  connected region around the box centre, kept inside the box;
+- box: the disparity layer the box encloses: of the centre-weighted histogram's top peaks, the
+  connected region that covers much of the box centre and lies mostly inside the box (an
+  occluder or the background crossing the box reaches far beyond it), kept inside the box;
 - ``refine`` (for an estimated, smooth disparity such as UiD's): the map is first snapped to the
   image's edges (median per SLIC superpixel), and the region is then refined by GrabCut on the
   image with the disparity region as its seed (sure foreground: the eroded region, sure
@@ -185,6 +186,21 @@ def clip_box(box: tuple[int, int, int, int], h: int, w: int, record: list | None
     return cx0, cy0, cx1, cy1
 
 
+def _layer_peaks(values: np.ndarray, weight: np.ndarray, tol: float, count: int = 3) -> list[float]:
+    """Up to ``count`` disparity levels of the weighted histogram's highest peaks (bins of ``tol``),
+    each refined to the weighted mean of the values near it."""
+    bins = np.arange(float(values.min()) - tol, float(values.max()) + 2 * tol, tol)
+    hist, edges = np.histogram(values, bins=bins, weights=weight)
+    smooth = np.convolve(hist, [1, 1, 1], mode="same")
+    peaks = [k for k in range(len(smooth)) if smooth[k] > 0 and smooth[k] >= smooth[max(k - 1, 0)]
+             and smooth[k] >= smooth[min(k + 1, len(smooth) - 1)]]
+    out = []
+    for k in sorted(peaks, key=lambda k: -smooth[k])[:count]:
+        near = np.abs(values - 0.5 * (edges[k] + edges[k + 1])) <= 1.5 * tol
+        out.append(float(np.average(values, weights=weight * near + 1e-12)))
+    return out
+
+
 def box_prompt(disp: np.ndarray, image: np.ndarray, box: tuple[int, int, int, int], refine: bool = True,
                tol: float | None = None) -> PromptResult:
     """The dominant disparity layer inside ``box`` (see the module docstring)."""
@@ -199,20 +215,25 @@ def box_prompt(disp: np.ndarray, image: np.ndarray, box: tuple[int, int, int, in
     yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
     cy, cx, sy, sx = (y0 + y1 - 1) / 2, (x0 + x1 - 1) / 2, (y1 - y0) / 2, (x1 - x0) / 2
     weight = np.exp(-(((yy - cy) / sy) ** 2 + ((xx - cx) / sx) ** 2))  # centre-weighted: the boxed subject
-    bins = np.arange(float(sub.min()) - tol, float(sub.max()) + 2 * tol, tol)
-    hist, edges = np.histogram(sub, bins=bins, weights=weight)
-    smooth = np.convolve(hist, [1, 1, 1], mode="same")
-    k = int(np.argmax(smooth))
-    mode = float(np.average(sub, weights=weight * (np.abs(sub - 0.5 * (edges[k] + edges[k + 1])) <= 1.5 * tol) + 1e-12))
     inside = np.zeros((h, w), bool)
     inside[y0:y1, x0:x1] = True
-    layer = (np.abs(d - mode) <= 1.5 * tol) & inside
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(layer.astype(np.uint8), connectivity=4)
-    if n <= 1:
+    best, best_score, mode = None, -1.0, 0.0
+    for level in _layer_peaks(sub, weight, tol):
+        layer = np.abs(d - level) <= 1.5 * tol
+        n, lab = cv2.connectedComponents(layer.astype(np.uint8), connectivity=4)
+        wsum = np.bincount(lab[y0:y1, x0:x1].ravel(), weights=weight.ravel(), minlength=n)
+        wsum[0] = 0
+        total = np.bincount(lab.ravel(), minlength=n).astype(np.float64)
+        within = np.bincount(lab[y0:y1, x0:x1].ravel(), minlength=n)
+        # the boxed object: much of the box's centre, and most of it within the box (an occluder
+        # or the background crossing the box reaches far beyond it)
+        score = wsum * (within / np.maximum(total, 1)) ** 2
+        c = int(np.argmax(score))
+        if c > 0 and score[c] > best_score:
+            best, best_score, mode = (lab == c) & inside, float(score[c]), level
+    if best is None:
         raise PromptError(f"--box {x0},{y0},{x1},{y1}: no disparity layer found inside the box")
-    wsum = np.bincount(lab[y0:y1, x0:x1].ravel(), weights=weight.ravel(), minlength=n)
-    wsum[0] = -1
-    region = lab == int(np.argmax(wsum))
+    region = best
     conf = contrast_confidence(d, region, tol)  # of the disparity layer, before any refinement
     if refine:
         refined = grabcut_refine(image, region) & inside

@@ -187,7 +187,8 @@ def test_mask_head_takes_a_fixed_size_query_at_any_image_size():
     torch.manual_seed(0)
     net = spec.build("tiny")
     ins = spec.example_inputs(32, 48, variant="tiny")
-    mask, presence = net(*ins.values())
+    with torch.no_grad():
+        mask, presence = net(*ins.values())
     assert mask.shape == (1, 1, 32, 48) and presence.shape == (1, 1, 1, 1)
     assert 0 <= float(mask.min()) and float(mask.max()) <= 1
     q2 = -ins["query"]  # the query changes the mask: the text reaches the output
