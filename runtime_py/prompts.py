@@ -7,8 +7,9 @@ Objects sit at different depths, so an object is a connected region of similar d
 - point: flood fill of the disparity from the tapped pixel (fixed range: within ``tol`` of the
   seed's value), the connected region that holds the tap;
 - box: the disparity layer the box encloses: of the centre-weighted histogram's top peaks, the
-  connected region that covers much of the box centre and lies mostly inside the box (an
-  occluder or the background crossing the box reaches far beyond it), kept inside the box;
+  connected region that covers much of the box centre, lies mostly inside the box (an
+  occluder or the background crossing the box reaches far beyond it) and little of the box's
+  rim (what fills the corners surrounds the object), kept inside the box;
 - ``refine`` (for an estimated, smooth disparity such as UiD's): the map is first snapped to the
   image's edges (median per SLIC superpixel), and the region is then refined by GrabCut on the
   image with the disparity region as its seed (sure foreground: the eroded region, sure
@@ -191,12 +192,14 @@ def _layer_peaks(values: np.ndarray, weight: np.ndarray, tol: float, count: int 
     each refined to the weighted mean of the values near it."""
     bins = np.arange(float(values.min()) - tol, float(values.max()) + 2 * tol, tol)
     hist, edges = np.histogram(values, bins=bins, weights=weight)
-    smooth = np.convolve(hist, [1, 1, 1], mode="same")
-    peaks = [k for k in range(len(smooth)) if smooth[k] > 0 and smooth[k] >= smooth[max(k - 1, 0)]
-             and smooth[k] >= smooth[min(k + 1, len(smooth) - 1)]]
+    smooth = np.convolve(hist, [0.25, 1, 0.25], mode="same")
     out = []
-    for k in sorted(peaks, key=lambda k: -smooth[k])[:count]:
-        near = np.abs(values - 0.5 * (edges[k] + edges[k + 1])) <= 1.5 * tol
+    for _ in range(count):  # greedy peaks, each suppressing its neighbourhood (+-2 tol)
+        k = int(np.argmax(smooth))
+        if smooth[k] <= 0:
+            break
+        smooth[max(0, k - 2):k + 3] = 0
+        near = np.abs(values - 0.5 * (edges[k] + edges[k + 1])) <= tol
         out.append(float(np.average(values, weights=weight * near + 1e-12)))
     return out
 
@@ -225,9 +228,13 @@ def box_prompt(disp: np.ndarray, image: np.ndarray, box: tuple[int, int, int, in
         wsum[0] = 0
         total = np.bincount(lab.ravel(), minlength=n).astype(np.float64)
         within = np.bincount(lab[y0:y1, x0:x1].ravel(), minlength=n)
-        # the boxed object: much of the box's centre, and most of it within the box (an occluder
-        # or the background crossing the box reaches far beyond it)
-        score = wsum * (within / np.maximum(total, 1)) ** 2
+        sub_lab = lab[y0:y1, x0:x1]
+        rim = np.concatenate([sub_lab[0], sub_lab[-1], sub_lab[1:-1, 0], sub_lab[1:-1, -1]])
+        on_rim = np.bincount(rim, minlength=n) / max(rim.size, 1)
+        # the boxed object: much of the box's centre, most of it within the box (an occluder or
+        # the background crossing the box reaches far beyond it), little of the box's rim (what
+        # fills the box's edges and corners is what lies around the object)
+        score = wsum * (within / np.maximum(total, 1)) ** 2 * (1.0 - on_rim)
         c = int(np.argmax(score))
         if c > 0 and score[c] > best_score:
             best, best_score, mode = (lab == c) & inside, float(score[c]), level
