@@ -258,7 +258,7 @@ def synth(
 
 @command(log_beside="out")
 def train(
-    model: str = typer.Option(..., help="rdpd, dc2 or uid."),
+    model: str = typer.Option(..., help="rdpd, dc2, uid or promptmask (the text prompt's mask head)."),
     variant: str = typer.Option("mobile", help="paper, mobile or tiny."),
     steps: Optional[int] = typer.Option(None, help="Training steps (default: the config file's)."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size per process."),
