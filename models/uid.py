@@ -271,6 +271,8 @@ SPEC = ModelSpec(
     inputs_from_fields=_inputs,
     targets_from_fields=_targets,
     before_image=_before,
+    disparity_output="defocus",
+    refocus_output="refocused",
     loss=_loss,
     eval_tasks=(EvalTask("deblur", "all_in_focus", "all_in_focus", before="combined",
                          before_label="input (combined view)", wiener=True),

@@ -201,9 +201,11 @@ def _to_png16(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return x[..., ::-1] if x.shape[2] == 3 else x[..., 0]
 
 
-def write_outputs(out: Path, model: str, inputs: dict, outputs: dict, record: dict, force: bool = False) -> Path:
+def write_outputs(out: Path, model: str, inputs: dict, outputs: dict, record: dict, force: bool = False,
+                  extra=None) -> Path:
     """16-bit PNG per output + comparison.png (the spec's "before" image next to the main
-    output) + run.json, published atomically: the previous folder survives a failed run."""
+    output) + run.json, published atomically: the previous folder survives a failed run.
+    ``extra(tmp_folder)`` writes more files into the same folder before it is published."""
     spec = get(model)
     with atomic_dir(out, replace=force, what="outputs", error=RunError) as tmp:
         for name, arr in outputs.items():
@@ -215,6 +217,8 @@ def write_outputs(out: Path, model: str, inputs: dict, outputs: dict, record: di
         before = spec.before_image({k: v[0] for k, v in inputs.items()}).transpose(1, 2, 0)
         side = np.concatenate([before, np.ones((before.shape[0], 8, 3), np.float32), main[..., :3]], axis=1)
         _write_png(tmp / "comparison.png", np.round(np.clip(side, 0, 1)[..., ::-1] * 65535).astype(np.uint16))
+        if extra is not None:
+            extra(tmp)
         write_json(tmp / "run.json", record, default=str, allow_nan=True)
     return Path(out)
 
@@ -237,11 +241,14 @@ def parse_point(text: str | None) -> tuple[int, int] | None:
 def run_on_capture(model: str, capture: Path, out: Path, *, artifact: Path | None = None,
                    checkpoint: Path | None = None, focus: str | None = None, focus_mask: Path | None = None,
                    aperture: float = 1.0, align_depth: bool = True, threads: int = 2, force: bool = False,
-                   status=None, levels: dict | None = None) -> dict:
+                   status=None, levels: dict | None = None, prompts: dict | None = None) -> dict:
     """What ``cli.py run`` does: a capture through an exported artifact (on its runtime) or a
     checkpoint (PyTorch), outputs written to ``out``. ``status(text)`` is a context manager
     shown while the model runs; ``levels``: black_level / white_level / bit_depth overrides for
-    the capture reader. Returns {"path", "outputs", "runtime"}."""
+    the capture reader; ``prompts``: the keyword arguments of
+    ``runtime_py.prompt_run.prompted_mask`` (``prompt``, ``box`` or ``point``, ...) for a model
+    that takes a focus mask: the mask comes from the prompt, and mask.png + prompt.png are
+    written too. Returns {"path", "outputs", "runtime"}."""
     import contextlib
 
     from runtime_py.captures import check_level_overrides, open_capture
@@ -251,14 +258,33 @@ def run_on_capture(model: str, capture: Path, out: Path, *, artifact: Path | Non
     check_level_overrides(**levels)
     if (artifact is None) == (checkpoint is None):
         raise RunError("give exactly one of --artifact DIR or --checkpoint PATH")
+    prompts = {k: v for k, v in (prompts or {}).items() if v is not None}
+    prompted = any(k in prompts for k in ("prompt", "box", "point"))
+    if prompted and (focus or focus_mask):
+        raise RunError("give either a prompt (--prompt, --box, --point) or --focus / --focus-mask, not both")
+    if prompted and "focus_mask" not in get(model).data.fields:
+        raise RunError(f"{model} takes no focus mask: --prompt, --box and --point are for models that refocus")
     point = parse_point(focus)
     runner = load(artifact, threads=threads) if artifact else TorchRunner.from_checkpoint(checkpoint, model)
     if artifact and runner.manifest.get("model") != model:
         raise RunError(f"{artifact}: artifact is of model {runner.manifest.get('model')!r}, not {model!r}")
-    inputs, record = model_inputs(model, open_capture(capture, **levels), focus=point, focus_mask=focus_mask,
-                                  aperture=aperture, align_depth=align_depth)
+    cap = open_capture(capture, **levels)
+    inputs, record = model_inputs(model, cap, focus=point, focus_mask=focus_mask, aperture=aperture,
+                                  align_depth=align_depth)
+    chosen = None
+    if prompted:
+        from runtime_py.prompt_run import prompted_mask
+
+        with (status or (lambda _: contextlib.nullcontext()))("finding the prompted region"):
+            chosen = prompted_mask(model, cap, inputs, runner, record, threads=threads, **prompts)
+        inputs["focus_mask"] = chosen.mask[None, None].astype(np.float32)
     with (status or (lambda _: contextlib.nullcontext()))(f"running {model} on {runner.runtime}"):
         outputs = run(runner, model, inputs, processing=record["processing"])
     record.update({"model": model, "runtime": runner.runtime, "source": runner.source})
-    return {"path": write_outputs(out, model, inputs, outputs, record, force=force), "outputs": sorted(outputs),
-            "runtime": runner.runtime}
+    extra = None
+    if chosen is not None:
+        from runtime_py.prompt_figure import prompt_extras
+
+        extra = lambda tmp: prompt_extras(tmp, get(model), inputs, outputs, chosen)  # noqa: E731
+    return {"path": write_outputs(out, model, inputs, outputs, record, force=force, extra=extra),
+            "outputs": sorted(outputs), "runtime": runner.runtime}

@@ -9,6 +9,7 @@ its named inputs and targets. The renderers:
   the occluder, as real alignment does), W's defocus map, a target defocus map (zero: all in
   focus), and W's scene rendered with the target defocus.
 - ``dp_refocus``: DP views, a focus mask, all-in-focus and refocus renders, the signed CoC.
+- ``prompt_scene``: named objects, a text prompt's query and its mask (``synth.prompt_scenes``).
 
 Patches are drawn with seed 004's low-texture rejection: a few candidate crops, keep the one
 with the most Sobel energy in its target. The radial map comes from the crop's position in a
@@ -32,6 +33,7 @@ from synth.field_render import bank_provider
 from synth.dual_camera import make_dual_camera_sample
 from synth.photos import photo_textures
 from synth.profiles import get_profile
+from synth.prompt_scenes import prompt_scene
 from synth.scenes import random_scene
 
 
@@ -216,7 +218,7 @@ def dp_fields(s) -> dict:
     return {k: getattr(s, k) for k in names if getattr(s, k, None) is not None}
 
 
-RENDERERS = {"dp_clip": dp_clip, "dual_camera": dual_camera, "dp_refocus": dp_refocus}
+RENDERERS = {"dp_clip": dp_clip, "dual_camera": dual_camera, "dp_refocus": dp_refocus, "prompt_scene": prompt_scene}
 
 
 def render_example(spec, rng: np.random.Generator, size=(128, 128), **options) -> Example:

@@ -32,7 +32,7 @@ def _export_and_compare(name: str, variant: str, size: int, seed: int = 0):
     return diffs
 
 
-@pytest.mark.parametrize("name", ["rdpd", "dc2", "uid"])
+@pytest.mark.parametrize("name", ["rdpd", "dc2", "uid", "promptmask"])
 def test_export_mobile_256_matches_eager(name):
     """The issue's export check (about 1 s for RDPD and UiD, 6 s for DC2 on one core)."""
     _export_and_compare(name, "mobile", 256, seed=1)

@@ -13,7 +13,7 @@ from models.dc2 import blend, gate_map, gated
 from models.radial import radial_map_torch
 from models.uid import shift_defocus
 
-ALL = [(n, v) for n in ("rdpd", "dc2", "uid") for v in ("paper", "mobile", "tiny")]
+ALL = [(n, v) for n in ("rdpd", "dc2", "uid", "promptmask") for v in ("paper", "mobile", "tiny")]
 PAPER_PARAMS = {"rdpd": 24.3e6, "uid": 3.12e6}
 DRBNET_PARAMS = 11.7e6
 
@@ -32,8 +32,8 @@ def _build(name, variant):
 
 
 def test_registry_names_and_unknown():
-    assert registry.names() == ["rdpd", "dc2", "uid"]
-    with pytest.raises(KeyError, match="valid: rdpd, dc2, uid"):
+    assert registry.names() == ["rdpd", "dc2", "uid", "promptmask"]
+    with pytest.raises(KeyError, match="valid: rdpd, dc2, uid, promptmask"):
         registry.get("dpdnet")
     with pytest.raises(ValueError, match="valid: paper, mobile, tiny"):
         registry.get("rdpd").build("huge")
@@ -41,7 +41,7 @@ def test_registry_names_and_unknown():
         registry.get("uid").input_shapes("tiny", 40, 64)
 
 
-@pytest.mark.parametrize("name", ["rdpd", "dc2", "uid"])
+@pytest.mark.parametrize("name", ["rdpd", "dc2", "uid", "promptmask"])
 def test_spec_matches_model_signature(name):
     spec = registry.get(name)
     model = _build(name, "tiny")
@@ -55,7 +55,7 @@ def test_spec_matches_model_signature(name):
     assert all(None not in t["value_range"] or t["recurrent"] for t in d["inputs"])
 
 
-@pytest.mark.parametrize("name", ["rdpd", "dc2", "uid"])
+@pytest.mark.parametrize("name", ["rdpd", "dc2", "uid", "promptmask"])
 def test_example_inputs_are_realistic_and_deterministic(name):
     spec = registry.get(name)
     ex = spec.example_inputs(32, 48, variant="tiny", batch=2, seed=3)
@@ -75,6 +75,8 @@ def test_example_inputs_are_realistic_and_deterministic(name):
     if name == "uid":
         m = ex["focus_mask"]
         assert set(m.unique().tolist()) == {0.0, 1.0}
+    if name == "promptmask":  # a unit text embedding, 1 x 1 whatever the image size
+        torch.testing.assert_close(ex["query"].norm(dim=1), torch.ones(2, 1, 1))
     again = spec.example_inputs(32, 48, variant="tiny", batch=2, seed=3)
     other = spec.example_inputs(32, 48, variant="tiny", batch=2, seed=4)
     assert all(torch.equal(ex[k], again[k]) for k in ex)
@@ -125,7 +127,7 @@ def test_dc2_refiner_parameter_count_matches_drbnet():
 
 def test_mobile_and_tiny_budgets():
     rows = {(r["model"], r["variant"]): r for r in model_table(512, 512, variants=["mobile", "tiny"])}
-    for name in ("rdpd", "dc2", "uid"):
+    for name in ("rdpd", "dc2", "uid", "promptmask"):
         mobile, tiny = rows[(name, "mobile")], rows[(name, "tiny")]
         assert mobile["params"] <= 2_000_000 and mobile["gmac"] <= 30.0, mobile
         assert 5_000 <= tiny["params"] <= 100_000, tiny

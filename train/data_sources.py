@@ -78,8 +78,11 @@ def _crop_window(target: np.ndarray, size: int, rng: np.random.Generator, where:
     return pick_textured_crop(target, (size, size), rng)
 
 
+DPDD_FIELDS = frozenset({"left", "right", "combined", "sharp", "radial"})  # what a DPDD crop provides
+
+
 def _dpdd_ok(spec) -> bool:
-    return spec.data.capture == "dual_pixel" and not spec.data.refocus
+    return spec.data.capture == "dual_pixel" and not spec.data.refocus and set(spec.data.fields) <= DPDD_FIELDS
 
 
 def _shard_hint(spec) -> str:

@@ -239,8 +239,8 @@ def draw_batch(pool: list[Example], cfg: TrainConfig, step: int, rank: int = 0) 
         y, x = int(rng.integers(0, H - p + 1)), int(rng.integers(0, W - p + 1))
         flip = bool(rng.random() < 0.5)
         for src, dst in ((ex.inputs, ins), (ex.targets, tgs)):
-            for k, v in src.items():
-                crop = v[..., y:y + p, x:x + p]
+            for k, v in src.items():  # tensors of a fixed size (a text query) are not cut
+                crop = v[..., y:y + p, x:x + p] if v.shape[-2:] == (H, W) else v
                 dst.setdefault(k, []).append(crop[..., ::-1, :] if flip else crop)
     as_t = lambda d: {k: torch.from_numpy(np.ascontiguousarray(np.stack(v))) for k, v in d.items()}
     return as_t(ins), as_t(tgs)

@@ -1,0 +1,257 @@
+"""Point and box prompts: a tap or a box -> the mask of one object and its confidence (issue 16).
+
+Seed 003 refocuses on ``M_trg``; a user gives it by tapping or boxing instead of drawing. Both
+work on a disparity (or signed defocus) map: the capture's own, or UiD's ``defocus`` output.
+Objects sit at different depths, so an object is a connected region of similar disparity.
+
+- point: flood fill of the disparity from the tapped pixel (fixed range: within ``tol`` of the
+  seed's value), the connected region that holds the tap;
+- box: the disparity layer the box encloses: of the centre-weighted histogram's top peaks, the
+  connected region that covers much of the box centre, lies mostly inside the box (an
+  occluder or the background crossing the box reaches far beyond it) and little of the box's
+  rim (what fills the corners surrounds the object), kept inside the box;
+- ``refine`` (for an estimated, smooth disparity such as UiD's): the map is first snapped to the
+  image's edges (median per SLIC superpixel), and the region is then refined by GrabCut on the
+  image with the disparity region as its seed (sure foreground: the eroded region, sure
+  background: far outside it): the disparity is the extra cue, the colours sharpen the edges.
+Confidence: the disparity contrast between the disparity region (before refinement) and a ring
+around it, in units of ``tol`` (``tanh(|median in - median ring| / (2 tol))``): 0 when nothing
+stands out.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from core.errors import UserError
+
+
+class PromptError(UserError):
+    """A prompt that cannot select anything: empty, outside the image, on a textureless region,
+    naming nothing in the scene."""
+
+
+@dataclass
+class PromptResult:
+    mask: np.ndarray  # H x W float32, 1 = the prompted region
+    confidence: float  # [0, 1]
+    kind: str  # point, box or text
+    record: dict = field(default_factory=dict)
+
+
+TEXTURE_MIN = 0.004  # mean |gradient| (linear [0,1] per px) below which a patch counts as textureless
+LOW_CONFIDENCE = 0.3
+
+
+def parse_ints(text: str, n: int, what: str) -> tuple[int, ...]:
+    """``"a,b,..."`` -> n integers; a clear error naming the option otherwise."""
+    try:
+        vals = tuple(int(round(float(v))) for v in str(text).split(","))
+    except ValueError:
+        vals = ()
+    if len(vals) != n:
+        form = "x,y" if n == 2 else "x0,y0,x1,y1"
+        raise PromptError(f"--{what} must be {n} numbers {form} in capture pixels, got {text!r}")
+    return vals
+
+
+def disparity_tolerance(disp: np.ndarray) -> float:
+    """``tol``: 6 % of the map's robust range (2nd-98th percentile), at least 1e-6."""
+    lo, hi = np.percentile(disp, [2, 98])
+    return max(0.06 * float(hi - lo), 1e-6)
+
+
+def _ring(mask: np.ndarray, width: int) -> np.ndarray:
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * width + 1, 2 * width + 1))
+    return (cv2.dilate(mask.astype(np.uint8), k) > 0) & ~mask.astype(bool)
+
+
+def contrast_confidence(disp: np.ndarray, mask: np.ndarray, tol: float) -> float:
+    """``tanh(|median(disp in mask) - median(disp in a ring around it)| / (2 tol))``."""
+    m = mask > 0.5
+    ring = _ring(m, max(2, int(0.03 * min(disp.shape))))
+    if not m.any() or not ring.any():
+        return 0.0
+    return float(np.tanh(abs(np.median(disp[m]) - np.median(disp[ring])) / (2 * tol)))
+
+
+def texture_energy(image: np.ndarray, x: int, y: int, radius: int) -> float:
+    """Mean gradient magnitude of the grey image in a window around (x, y)."""
+    g = np.asarray(image, np.float32)
+    g = g.mean(axis=-1) if g.ndim == 3 else g
+    y0, y1, x0, x1 = max(0, y - radius), y + radius + 1, max(0, x - radius), x + radius + 1
+    patch = g[y0:y1, x0:x1]
+    gy, gx = np.gradient(patch) if min(patch.shape) > 1 else (np.zeros(1), np.zeros(1))
+    return float(np.mean(np.hypot(gx, gy)))
+
+
+def _component_at(mask: np.ndarray, x: int, y: int) -> np.ndarray:
+    n, lab = cv2.connectedComponents(mask.astype(np.uint8), connectivity=4)
+    return lab == lab[y, x] if mask[y, x] else np.zeros_like(mask, bool)
+
+
+def _to_u8(image: np.ndarray) -> np.ndarray:
+    img = np.asarray(image, np.float32)
+    img = np.repeat(img[..., None], 3, 2) if img.ndim == 2 else img[..., :3]
+    return np.round(np.clip(img, 0, 1) ** (1 / 2.2) * 255).astype(np.uint8)  # linear -> display-like
+
+
+def grabcut_refine(image: np.ndarray, region: np.ndarray, iterations: int = 3) -> np.ndarray:
+    """GrabCut seeded by a disparity region: sure foreground its erosion, sure background what
+    lies beyond its dilation; the band between is decided by the colour models. The result is
+    kept within the dilated region (the disparity vetoes colour leaks)."""
+    region = region.astype(np.uint8)
+    if region.sum() < 16 or region.mean() > 0.97:
+        return region.astype(bool)
+    r = max(2, int(0.02 * min(region.shape)))
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    inner, outer = cv2.erode(region, k), cv2.dilate(region, k)
+    gc = np.full(region.shape, cv2.GC_BGD, np.uint8)
+    gc[outer > 0] = cv2.GC_PR_BGD
+    gc[region > 0] = cv2.GC_PR_FGD
+    gc[inner > 0] = cv2.GC_FGD
+    if not (gc == cv2.GC_FGD).any():
+        return region.astype(bool)
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)
+    cv2.grabCut(_to_u8(image), gc, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+    return ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)) & (outer > 0)
+
+
+def segment_median(disp: np.ndarray, image: np.ndarray, pixels_per_segment: int = 60) -> np.ndarray:
+    """An estimated (smooth, low-resolution) disparity snapped to the image's edges: the median
+    disparity of each SLIC superpixel (scikit-image) of the image. On UiD's own defocus map this
+    lifts the box prompts' mean IoU from 0.53 to 0.75 and the points' from 0.37 to 0.51 (8 scenes)."""
+    from skimage.segmentation import slic
+
+    h, w = disp.shape
+    img = np.clip(np.asarray(image, np.float32), 0, 1)
+    img = np.repeat(img[..., None], 3, 2) if img.ndim == 2 else img[..., :3]
+    lab = slic(img ** (1 / 2.2), n_segments=max(8, h * w // pixels_per_segment), compactness=8, start_label=0,
+               channel_axis=-1)
+    order = np.argsort(lab.ravel(), kind="stable")
+    counts = np.bincount(lab.ravel())
+    groups = np.split(np.asarray(disp, np.float32).ravel()[order], np.cumsum(counts)[:-1])
+    med = np.array([np.median(g) if g.size else 0.0 for g in groups], np.float32)
+    return med[lab]
+
+
+def point_prompt(disp: np.ndarray, image: np.ndarray, point: tuple[int, int], refine: bool = True,
+                 tol: float | None = None) -> PromptResult:
+    """The object under ``point`` (x, y): the disparity region grown from it (see the module)."""
+    h, w = disp.shape
+    x, y = (int(v) for v in point)
+    if not (0 <= x < w and 0 <= y < h):
+        raise PromptError(f"--point {x},{y} is outside the {w}x{h} image")
+    d = np.ascontiguousarray(disp, np.float32)
+    tol = tol or disparity_tolerance(d)
+    if refine:
+        d = segment_median(d, image)
+    seed_val = float(np.median(d[max(0, y - 1):y + 2, max(0, x - 1):x + 2]))
+    mask = np.zeros((h + 2, w + 2), np.uint8)
+    work = d.copy()
+    work[y, x] = seed_val
+    cv2.floodFill(work, mask, (x, y), 0, tol, tol, 4 | cv2.FLOODFILL_FIXED_RANGE | cv2.FLOODFILL_MASK_ONLY
+                  | (1 << 8))
+    region = mask[1:-1, 1:-1] > 0
+    conf = contrast_confidence(d, region, tol)
+    radius = max(4, int(0.04 * min(h, w)))
+    tex = texture_energy(image, x, y, radius)
+    if tex < TEXTURE_MIN and conf < LOW_CONFIDENCE:
+        raise PromptError(f"--point {x},{y} is on a textureless region (mean gradient {tex:.4f} within {radius} px, "
+                          f"disparity contrast {conf:.2f}): dual-pixel disparity cannot be measured there; tap an "
+                          "edge or a textured part of the subject, or use --box / --prompt")
+    if refine:
+        region = _component_at(grabcut_refine(image, region), x, y) | (region & _component_at(region, x, y))
+        region = _component_at(region, x, y)
+    return PromptResult(region.astype(np.float32), conf, "point",
+                        {"point": [x, y], "tolerance": tol, "seed_disparity": seed_val, "texture": tex,
+                         "refined": refine, "pixels": int(region.sum())})
+
+
+def clip_box(box: tuple[int, int, int, int], h: int, w: int, record: list | None = None) -> tuple[int, int, int, int]:
+    """A box (x0, y0, x1, y1; x1, y1 exclusive) clipped to the image; errors for an empty box or
+    one that misses the image entirely."""
+    x0, y0, x1, y1 = box
+    if x1 <= x0 or y1 <= y0:
+        raise PromptError(f"--box {x0},{y0},{x1},{y1} is empty: give x0,y0,x1,y1 with x1 > x0 and y1 > y0")
+    cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+    if cx1 <= cx0 or cy1 <= cy0:
+        raise PromptError(f"--box {x0},{y0},{x1},{y1} is outside the {w}x{h} image")
+    if (cx1 - cx0) < 3 or (cy1 - cy0) < 3:
+        raise PromptError(f"--box {x0},{y0},{x1},{y1} covers under 3x3 pixels of the {w}x{h} image")
+    if (cx0, cy0, cx1, cy1) != (x0, y0, x1, y1) and record is not None:
+        record.append(f"box {x0},{y0},{x1},{y1} clipped to the image: {cx0},{cy0},{cx1},{cy1}")
+    return cx0, cy0, cx1, cy1
+
+
+def _layer_peaks(values: np.ndarray, weight: np.ndarray, tol: float, count: int = 3) -> list[float]:
+    """Up to ``count`` disparity levels of the weighted histogram's highest peaks (bins of ``tol``),
+    each refined to the weighted mean of the values near it."""
+    bins = np.arange(float(values.min()) - tol, float(values.max()) + 2 * tol, tol)
+    hist, edges = np.histogram(values, bins=bins, weights=weight)
+    smooth = np.convolve(hist, [0.25, 1, 0.25], mode="same")
+    out = []
+    for _ in range(count):  # greedy peaks, each suppressing its neighbourhood (+-2 tol)
+        k = int(np.argmax(smooth))
+        if smooth[k] <= 0:
+            break
+        smooth[max(0, k - 2):k + 3] = 0
+        near = np.abs(values - 0.5 * (edges[k] + edges[k + 1])) <= tol
+        out.append(float(np.average(values, weights=weight * near + 1e-12)))
+    return out
+
+
+def box_prompt(disp: np.ndarray, image: np.ndarray, box: tuple[int, int, int, int], refine: bool = True,
+               tol: float | None = None) -> PromptResult:
+    """The dominant disparity layer inside ``box`` (see the module docstring)."""
+    h, w = disp.shape
+    notes: list = []
+    x0, y0, x1, y1 = clip_box(box, h, w, notes)
+    d = np.asarray(disp, np.float32)
+    tol = tol or disparity_tolerance(d)
+    if refine:
+        d = segment_median(d, image)
+    sub = d[y0:y1, x0:x1]
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    cy, cx, sy, sx = (y0 + y1 - 1) / 2, (x0 + x1 - 1) / 2, (y1 - y0) / 2, (x1 - x0) / 2
+    weight = np.exp(-(((yy - cy) / sy) ** 2 + ((xx - cx) / sx) ** 2))  # centre-weighted: the boxed subject
+    inside = np.zeros((h, w), bool)
+    inside[y0:y1, x0:x1] = True
+    best, best_score, mode = None, -1.0, 0.0
+    for level in _layer_peaks(sub, weight, tol):
+        layer = np.abs(d - level) <= 1.5 * tol
+        n, lab = cv2.connectedComponents(layer.astype(np.uint8), connectivity=4)
+        wsum = np.bincount(lab[y0:y1, x0:x1].ravel(), weights=weight.ravel(), minlength=n)
+        wsum[0] = 0
+        total = np.bincount(lab.ravel(), minlength=n).astype(np.float64)
+        within = np.bincount(lab[y0:y1, x0:x1].ravel(), minlength=n)
+        sub_lab = lab[y0:y1, x0:x1]
+        rim = np.concatenate([sub_lab[0], sub_lab[-1], sub_lab[1:-1, 0], sub_lab[1:-1, -1]])
+        on_rim = np.bincount(rim, minlength=n) / max(rim.size, 1)
+        # the boxed object: much of the box's centre, most of it within the box (an occluder or
+        # the background crossing the box reaches far beyond it), little of the box's rim (what
+        # fills the box's edges and corners is what lies around the object)
+        score = wsum * (within / np.maximum(total, 1)) ** 2 * (1.0 - on_rim)
+        c = int(np.argmax(score))
+        if c > 0 and score[c] > best_score:
+            best, best_score, mode = (lab == c) & inside, float(score[c]), level
+    if best is None:
+        raise PromptError(f"--box {x0},{y0},{x1},{y1}: no disparity layer found inside the box")
+    region = best
+    conf = contrast_confidence(d, region, tol)  # of the disparity layer, before any refinement
+    if refine:
+        refined = grabcut_refine(image, region) & inside
+        region = refined if refined.any() else region
+    return PromptResult(region.astype(np.float32), conf, "box",
+                        {"box": [x0, y0, x1, y1], "tolerance": tol, "layer_disparity": mode, "refined": refine,
+                         "pixels": int(region.sum()), "notes": notes})
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two binary masks (1.0 when both are empty)."""
+    a, b = np.asarray(a) > 0.5, np.asarray(b) > 0.5
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else 1.0
