@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -26,19 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.bench_export import median_ms  # noqa: E402
+
 GOAL_SPEEDUP = 1.5  # issue 17, item 3: fastest int8 >= 1.5x fastest fp32
 GOAL_TASK_DB = 0.3  # ... with the task cost within 0.3 dB
-
-
-def median_ms(fn, runs: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
 
 
 def artifact(model: str, target: str, precision: str, h: int, w: int, variant: str, out: Path, reuse: bool,
@@ -109,7 +99,7 @@ def main() -> None:
                 runners.append((art, target.open_runtime(art["dir"] / man["model_file"], spec.input_names,
                                                          [o["name"] for o in man["outputs"]], th)))
             for art, run in runners:  # interleaved: every artifact of the model at this thread count in turn
-                art[f"ms_{th}t"] = round(median_ms(lambda: run(feed), a.runs), 1)
+                art[f"ms_{th}t"] = round(median_ms(lambda: run(feed), a.runs, warmup=1), 1)
             del runners
         for th in threads:
             best = {}
