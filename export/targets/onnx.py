@@ -14,7 +14,7 @@ from .base import Target
 # (onnxruntime fuses DQ -> op -> Q into QLinearLeakyRelu / uint8 MaxPool, Concat, Resize), so a
 # conv's uint8 output feeds the next conv without a float round trip. Convolutions alone left a
 # QuantizeLinear/DequantizeLinear pair around every activation: rdpd-mobile 256x256, one thread,
-# int8 1.26x faster than fp32 with convolutions only, 2.0x with these, realistic parity 46.7 ->
+# int8 1.26x faster than fp32 with convolutions only, 1.9x with these, parity of y 46.7 ->
 # 51.5 dB (docs/BENCHMARKS.md, "int8 that pays"). Element-wise arithmetic (the 49-tap dynamic
 # filter, blends, residual adds, gates) stays float: QDQ pairs around it cost more file size and
 # accuracy than they save (every op quantised: 1.1x slower than this list on rdpd).
