@@ -17,7 +17,7 @@ from .base import Target
 # int8 1.26x faster than fp32 with convolutions only, 1.9x with these, parity of y 46.7 ->
 # 51.5 dB (docs/BENCHMARKS.md, "int8 that pays"). Element-wise arithmetic (the 49-tap dynamic
 # filter, blends, residual adds, gates) stays float: QDQ pairs around it cost more file size and
-# accuracy than they save (every op quantised: 1.1x slower than this list on rdpd).
+# accuracy than they save (adding Add/Mul/Sigmoid/Tanh: 1.1x slower on rdpd).
 QUANTISED_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm", "Relu", "LeakyRelu", "MaxPool", "Concat", "Resize"]
 
 
