@@ -169,3 +169,32 @@ def test_decimated_kernel_keeps_brightness_and_error_bound_holds():
 def test_render_threads_must_be_positive():
     with pytest.raises(RenderError, match="threads"):
         render_dp(np.zeros((8, 8, 3), np.float32), np.zeros((8, 8)), PSF, threads=0)
+
+
+def test_thread_default_is_safe():
+    """The thread policy: PyTorch runs one thread inside the renderer whatever the caller set (its
+    barriers cost 10-20x beside a busy process) and whatever ``threads`` asks (those are scipy.fft
+    workers); the default is one worker; the caller's setting is restored afterwards."""
+    import inspect
+
+    import torch
+
+    import synth.render as render
+    assert inspect.signature(render_dp).parameters["threads"].default == 1
+    seen = []
+
+    def psf(radius):
+        seen.append((torch.get_num_threads(), render._FFT_WORKERS[0]))
+        return PSF(radius)
+
+    img, coc = _texture(24, 24), np.where(np.arange(24)[:, None] < 12, -3.0, 2.0) * np.ones((1, 24))
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for threads, workers in ((1, 1), (2, 2)):
+            seen.clear()
+            render_dp(img, coc, psf, device="cpu", threads=threads, spectra=render._SpectrumCache(psf, torch.device("cpu")))
+            assert seen and set(seen) == {(1, workers)}
+        assert torch.get_num_threads() == 2 and render._FFT_WORKERS[0] == 1
+    finally:
+        torch.set_num_threads(old)

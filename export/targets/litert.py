@@ -18,13 +18,22 @@ from .base import Target
 RECIPES = {"int8-weights": "weight_only_wi8_afp32", "int8-dynamic": "dynamic_wi8_afp32", "int8": "static_wi8_ai8"}
 
 
-# Static int8 quantises only the convolution family; every other op (adds, muls, softmax, means,
-# resizes, the kernel-bank depthwise convs) runs float between them, as on ONNX
+# Static int8 quantises only the convolution family (and, below, the data movement between
+# convolutions); every other op (adds, muls, softmax, means, bilinear resizes, the kernel-bank
+# depthwise convs) runs float between them, as on ONNX
 # (export.targets.onnx.QUANTISED_OPS). Quantising every op, the recipe's default, lost 12 dB on
 # UiD, the error building up over its int8 element-wise graph with no single layer or op type to
 # blame: uid-mobile 256x256 realistic parity 28.6 dB against 40.5 dB with this rule, same file
 # size and speed (benchmarks/bench_litert_int8.py, docs/EXPORT.md). Use --litert-recipe to trade.
-QUANTISED_OPS = ("CONV_2D", "CONV_2D_TRANSPOSE", "FULLY_CONNECTED")
+#
+# Issue 17: also the data movement between convolutions (max pooling, concatenation, nearest
+# up-sampling: no arithmetic; concatenation requantises its inputs to one scale, which the parity
+# gate checks), which kept a DEQUANTIZE/QUANTIZE pair around each: rdpd-mobile 256x256, one
+# thread, int8 1275 -> 732 ms (fp32 3705 / 3202 ms in the same process on a loaded box), parity
+# unchanged (worst output 49.0 dB). ai-edge-quantizer 0.10 has no min-max int8 rule for
+# LEAKY_RELU ("Unsupported operation LEAKY_RELU"), so UiD's and DC2's activations stay float.
+QUANTISED_OPS = ("CONV_2D", "CONV_2D_TRANSPOSE", "FULLY_CONNECTED", "MAX_POOL_2D", "CONCATENATION",
+                 "RESIZE_NEAREST_NEIGHBOR")
 
 
 def _recipe(precision: str) -> list:

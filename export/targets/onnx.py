@@ -10,9 +10,15 @@ import numpy as np
 from .base import Target
 
 
-# Only convolutions are quantised: QDQ pairs around the element-wise graph (the 49-tap dynamic
-# filter, blends, residual adds) cost more file size and accuracy than they save in compute.
-QUANTISED_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
+# Quantised op types: the convolutions, plus the activations and data-movement ops between them
+# (onnxruntime fuses DQ -> op -> Q into QLinearLeakyRelu / uint8 MaxPool, Concat, Resize), so a
+# conv's uint8 output feeds the next conv without a float round trip. Convolutions alone left a
+# QuantizeLinear/DequantizeLinear pair around every activation: rdpd-mobile 256x256, one thread,
+# int8 1.26x faster than fp32 with convolutions only, 1.9x with these, parity of y 46.7 ->
+# 51.5 dB (docs/BENCHMARKS.md, "int8 that pays"). Element-wise arithmetic (the 49-tap dynamic
+# filter, blends, residual adds, gates) stays float: QDQ pairs around it cost more file size and
+# accuracy than they save (adding Add/Mul/Sigmoid/Tanh: 1.1x slower on rdpd).
+QUANTISED_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm", "Relu", "LeakyRelu", "MaxPool", "Concat", "Resize"]
 
 
 # Initializers that keep their PyTorch names after slimming (weights and biases, float or int8), so a
