@@ -430,21 +430,34 @@ def run_cmd(
     aperture: float = typer.Option(1.0, help="Aperture scale of the DC2 target defocus map (0 = all in focus)."),
     align_depth: bool = typer.Option(True, help="DC2: align UW to W with the bundle's disparity (depth-guided "
                                                 "flow); --no-align-depth uses DIS optical flow only."),
-    threads: int = typer.Option(2, help="Runtime threads."),
+    threads: int = typer.Option(2, help="Runtime threads (onnxruntime intra-op, XNNPACK, LiteRT, PyTorch)."),
+    runner: str = typer.Option("auto", help="With --checkpoint: auto (exported on the fly to the host's fastest "
+                               "runtime, ONNX fp32, cached; tiled), eager (PyTorch, whole image) or a target name."),
+    tile: Optional[int] = typer.Option(None, help="With --checkpoint: largest tile side of the on-the-fly export "
+                                       "(bounds memory; default 768)."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Cache of on-the-fly exports (default $DEFOCUS_CACHE, "
+                                             "else ~/.cache/defocus-toolchain)."),
     force: bool = typer.Option(False, help="Replace --out if it exists."),
     black_level: Optional[float] = _BLACK,
     white_level: Optional[float] = _WHITE,
     bit_depth: Optional[int] = _DEPTH,
 ) -> None:
     """Run a capture through an exported artifact or a checkpoint; write outputs and a comparison
-    (run.json records the capture's levels, their sources, any guess, and every processing step)."""
+    (run.json records the capture's levels, their sources, any guess, every processing step and
+    the runner: runtime, tile, cache hit or miss)."""
     from runtime_py.run_capture import run_on_capture
 
     res = run_on_capture(model, capture, out, artifact=artifact, checkpoint=checkpoint, focus=focus,
                          focus_mask=focus_mask, aperture=aperture, align_depth=align_depth, threads=threads,
-                         force=force, status=console.status,
+                         runner=runner, cache_dir=cache_dir, force=force, status=console.status,
+                         **({"tile": tile} if tile is not None else {}),
+                         progress=_progress if console.is_terminal else None,
                          levels={"black_level": black_level, "white_level": white_level, "bit_depth": bit_depth})
-    console.print(f"[green]wrote[/] {', '.join(res['outputs'])} + comparison.png to {res['path']} ({res['runtime']})")
+    how = res["runner"]
+    cache = f", export cache {how['cache']}" if how.get("cache") else ""
+    tiles = f", {how['tile'][0]}x{how['tile'][1]} tiles" if how.get("tile") else ""
+    console.print(f"[green]wrote[/] {', '.join(res['outputs'])} + comparison.png to {res['path']} "
+                  f"({res['runtime']}, {how['threads']} threads{tiles}{cache})")
 
 
 @command(log_beside="out")

@@ -27,6 +27,11 @@ _MODULES = (
 
 _TARGETS: tuple[Target, ...] | None = None
 
+# What ``run --checkpoint`` (``--runner auto``) exports to and tiles through: the fastest fp32
+# runtime measured on the x86-64 host (docs/BENCHMARKS.md, "Full-resolution run": onnxruntime,
+# LiteRT and ExecuTorch-XNNPACK within 10 % of each other on RDPD mobile, onnxruntime ahead).
+HOST_RUNNER = "onnx"
+
 
 def all() -> tuple[Target, ...]:  # noqa: A001 - registry API: targets.all()
     """Every target, in registry order."""
