@@ -54,7 +54,7 @@ def setup(tmp_path_factory):
 
 def _run(capture, ckpt, cache, out, *extra):
     res = CliRunner().invoke(cli.app, ["run", "--model", "rdpd", "--capture", str(capture), "--checkpoint", str(ckpt),
-                                       "--out", str(out), "--tile", str(TILE), "--cache-dir", str(cache),
+                                       "--out", str(out), "--tile", "128", "--cache-dir", str(cache),
                                        "--threads", "1", *extra])
     assert res.exit_code == 0, res.output
     return json.loads((out / "run.json").read_text())
