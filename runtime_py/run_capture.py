@@ -209,11 +209,29 @@ def run(runner: ModelRunner, model: str, inputs: dict, overlap: int = OVERLAP, p
     return {k: v[..., : int(round(h0 * v.shape[-2] / H)), : int(round(w0 * v.shape[-1] / W))] for k, v in outs.items()}
 
 
+ROWS = 256  # rows converted at a time: float temporaries of a block, not of the image
+
+
 def _to_png16(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """1xCxHxW float -> HxWxC uint16 (BGR for 3 channels) of (a - lo) / (hi - lo), by row blocks."""
     x = a[0].transpose(1, 2, 0)
-    x = np.clip((x - lo) / max(hi - lo, 1e-12), 0, 1)
-    x = np.round(x * 65535).astype(np.uint16)
-    return x[..., ::-1] if x.shape[2] == 3 else x[..., 0]
+    out = np.empty(x.shape, np.uint16)
+    for i in range(0, x.shape[0], ROWS):
+        blk = np.clip((x[i:i + ROWS] - lo) / max(hi - lo, 1e-12), 0, 1)
+        out[i:i + ROWS] = np.round(blk * 65535)
+    return out[..., ::-1] if out.shape[2] == 3 else out[..., 0]
+
+
+def _comparison(spec, inputs: dict, main: np.ndarray) -> np.ndarray:
+    """The spec's "before" image | 8 white columns | the main output, 16-bit BGR, by row blocks
+    (``before_image`` is per pixel, so it is computed on row slices of the inputs)."""
+    h, w = main.shape[-2:]
+    out = np.full((h, 2 * w + 8, 3), 65535, np.uint16)
+    for i in range(0, h, ROWS):
+        before = spec.before_image({k: v[0, :, i:i + ROWS] for k, v in inputs.items()})
+        out[i:i + ROWS, :w] = _to_png16(before[None], 0.0, 1.0)
+        out[i:i + ROWS, w + 8:] = _to_png16(main[:, :3, i:i + ROWS], 0.0, 1.0)
+    return out
 
 
 def write_outputs(out: Path, model: str, inputs: dict, outputs: dict, record: dict, force: bool = False) -> Path:
@@ -226,10 +244,7 @@ def write_outputs(out: Path, model: str, inputs: dict, outputs: dict, record: di
             if not (np.isfinite(lo) and np.isfinite(hi)):
                 lo, hi = float(arr.min()), float(arr.max())
             _write_png(tmp / f"{name}.png", _to_png16(arr, lo, hi))
-        main = outputs[spec.main_output][0].transpose(1, 2, 0)
-        before = spec.before_image({k: v[0] for k, v in inputs.items()}).transpose(1, 2, 0)
-        side = np.concatenate([before, np.ones((before.shape[0], 8, 3), np.float32), main[..., :3]], axis=1)
-        _write_png(tmp / "comparison.png", np.round(np.clip(side, 0, 1)[..., ::-1] * 65535).astype(np.uint16))
+        _write_png(tmp / "comparison.png", _comparison(spec, inputs, outputs[spec.main_output]))
         write_json(tmp / "run.json", record, default=str, allow_nan=True)
     return Path(out)
 
