@@ -28,7 +28,7 @@ from core.atomic import atomic_dir, write_image, write_json
 from models.registry import get
 from runtime_py.captures import Capture
 from runtime_py.runners import ModelRunner
-from runtime_py.tiling import RadialInput, StreamingTiledRunner, TiledRunner, fit_tile
+from runtime_py.tiling import StreamingTiledRunner, TiledRunner, fit_tile
 from core.errors import UserError
 
 # Overlap of neighbouring tiles (px). RDPD mobile, 512x768 synthetic scene, 256 px tiles, tiled vs
@@ -171,7 +171,6 @@ def run(runner: ModelRunner, model: str, inputs: dict, overlap: int = OVERLAP, p
     is appended to ``processing``; ``progress(done, total)`` is called after each tile."""
     spec = get(model)
     h, w = next(iter(inputs.values())).shape[-2:]
-    radial = RadialInput(*spec.radial_input) if spec.radial_input else None
     say = processing.append if processing is not None else (lambda _: None)
     if runner.size is None:  # PyTorch: pad to a multiple of 16, run whole
         m = spec.size_multiple
@@ -183,11 +182,15 @@ def run(runner: ModelRunner, model: str, inputs: dict, overlap: int = OVERLAP, p
         padded.update({k: v.numpy() for k, v in spec.zero_state(variant, th, tw).items()})
         outs = runner(padded)
         return {k: v[..., : int(round(h * v.shape[-2] / th)), : int(round(w * v.shape[-1] / tw))] for k, v in outs.items()}
+    # Padded as the whole-image run pads (reflect, to the artifact's size or a multiple of the
+    # model's), so tiles see the same borders and the same radial map (sliced from the padded
+    # input, not recomputed) as eager: at 3 MP, padding only the eager run cost 5 dB of parity.
     th, tw = runner.size
-    padded, (h0, w0) = _pad_to(inputs, th, tw)
+    m = spec.size_multiple
+    padded, (h0, w0) = _pad_to(inputs, max(th, -(-h // m) * m), max(tw, -(-w // m) * m))
     ph, pw = next(iter(padded.values())).shape[-2:]
     if (ph, pw) != (h, w):
-        say(f"{w}x{h} reflect-padded to the artifact's {tw}x{th}, outputs cropped back")
+        say(f"{w}x{h} reflect-padded to {pw}x{ph} (the artifact's {tw}x{th} or a multiple of {m}), outputs cropped back")
     if spec.is_sequence:
         frame_inputs = [n for n in spec.input_names if n not in spec.state_map]
         if len(frame_inputs) != 1:
@@ -196,13 +199,13 @@ def run(runner: ModelRunner, model: str, inputs: dict, overlap: int = OVERLAP, p
         states = {k: tuple(s) for k, s in runner.shapes.items() if k in spec.state_map}
         ov = min(overlap, th // 2)
         streaming = StreamingTiledRunner(runner, (th, tw), states, overlap=ov, x_name=frame_input,
-                                         radial_channel=radial.channel if radial and radial.name == frame_input else None,
+                                         radial_channel=None,
                                          state_io=tuple(spec.state_map.items()), progress=progress)
         outs = {spec.main_output: streaming(padded[frame_input])}
         say(f"streamed in {tw}x{th} tiles (overlap {ov} px, state per tile) at full resolution")
     else:
         ov = min(overlap, th // 2, tw // 2)
-        outs = TiledRunner(runner, (th, tw), overlap=ov, radial=radial, progress=progress)(padded)
+        outs = TiledRunner(runner, (th, tw), overlap=ov, progress=progress)(padded)
         if (pw, ph) != (tw, th):
             say(f"tiled at full resolution: {tw}x{th} tiles, overlap {ov} px, blended")
     H, W = padded[next(iter(padded))].shape[-2:]
@@ -306,7 +309,7 @@ def open_runner(model: str, size: tuple[int, int], *, artifact: Path | None = No
     if tile < 2 * overlap:
         raise RunError(f"--tile {tile} must be at least twice the tile overlap ({overlap} px)")
     m = get(model).size_multiple
-    th, tw = (fit_tile(n, tile - tile % m, overlap, m) for n in size)
+    th, tw = (fit_tile(-(-n // m) * m, tile - tile % m, overlap, m) for n in size)  # the padded image (run)
     with status(f"exporting {model} to {target.name} fp32 {th}x{tw} (cached for the next runs)"):
         cached = cached_export(checkpoint, model, target.name, (th, tw), cache_dir)
     r = load(cached.path, threads=threads)
@@ -325,7 +328,7 @@ def run_on_capture(model: str, capture: Path, out: Path, *, artifact: Path | Non
     ``progress(description)`` gives (context manager, update(done, total)) for the tiles;
     ``levels``: black_level / white_level / bit_depth overrides for the capture reader. Returns
     {"path", "outputs", "runtime", "runner"}; run.json's ``runner`` says what ran, ``seconds``
-    how long each stage took."""
+    and ``cpu_seconds`` (all threads) what each stage took."""
     from runtime_py.captures import check_level_overrides, open_capture
 
     levels = {k: v for k, v in (levels or {}).items() if v is not None}
@@ -334,14 +337,14 @@ def run_on_capture(model: str, capture: Path, out: Path, *, artifact: Path | Non
         raise RunError("give exactly one of --artifact DIR or --checkpoint PATH")
     point = parse_point(focus)
     status = status or (lambda _: contextlib.nullcontext())
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     inputs, record = model_inputs(model, open_capture(capture, **levels), focus=point, focus_mask=focus_mask,
                                   aperture=aperture, align_depth=align_depth)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     r, chosen = open_runner(model, tuple(next(iter(inputs.values())).shape[-2:]), artifact=artifact,
                             checkpoint=checkpoint, runner=runner, threads=threads, tile=tile, cache_dir=cache_dir,
                             status=status)
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
     if r.size is None or progress is None:
         bar, update = status(f"running {model} on {r.runtime}"), None
     else:
@@ -349,8 +352,9 @@ def run_on_capture(model: str, capture: Path, out: Path, *, artifact: Path | Non
     with bar:
         outputs = run(r, model, inputs, overlap=chosen.get("overlap", OVERLAP), processing=record["processing"],
                       progress=update)
-    t3 = time.perf_counter()
+    t3, c3 = time.perf_counter(), time.process_time()
     record.update({"model": model, "runtime": r.runtime, "source": r.source, "runner": chosen,
-                   "seconds": {"read": round(t1 - t0, 3), "runner": round(t2 - t1, 3), "model": round(t3 - t2, 3)}})
+                   "seconds": {"read": round(t1 - t0, 3), "runner": round(t2 - t1, 3), "model": round(t3 - t2, 3)},
+                   "cpu_seconds": {"read": round(c1 - c0, 3), "runner": round(c2 - c1, 3), "model": round(c3 - c2, 3)}})
     path = write_outputs(out, model, inputs, outputs, record, force=force)
     return {"path": path, "outputs": sorted(outputs), "runtime": r.runtime, "runner": chosen}
