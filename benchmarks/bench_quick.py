@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 JOBS = {
-    "synth": ["bench_synth.py", "--repeats", "3", "--settings", "1,2busy", "--samples", "0"],
+    "synth": ["bench_synth.py", "--repeats", "2", "--settings", "1,2busy", "--samples", "0"],
     "shards": ["bench_synth_shards.py", "--scenes", "8", "--size", "128x128", "--processes", "1,2"],
     "export": ["bench_export.py", "--models", "rdpd", "--targets", "onnx", "--precisions", "fp32",
                "--size", "256x256", "--runs", "3", "--threads", "2"],

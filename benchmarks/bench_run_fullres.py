@@ -5,7 +5,8 @@ writers, then times `python cli.py run --checkpoint ...` in a subprocess per run
 count: the wall time and CPU time of the whole process (imports, capture reading, model, 16-bit
 PNG writing), its peak RSS, and the outputs' parity against the eager run's (PSNR over the whole
 image, from the 16-bit PNGs). `auto` is the checkpoint exported on the fly (ONNX fp32) and cached:
-its first run (export + parity check) is reported apart as `cold`, the timed runs hit the cache.
+its first run is reported apart as `cold` (an export + parity check when the cache had none:
+`cold_cache` says), the timed runs hit the cache.
 
     python benchmarks/bench_run_fullres.py [--model rdpd] [--sizes 1512x2016] [--threads 1,2]
         [--runners auto,eager] [--tiles 768] [--repeats 3] [--eager-repeats 1]
@@ -81,11 +82,15 @@ def main() -> None:
     ap.add_argument("--tiles", default="768", help="--tile values for the exported runners, comma-separated")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--eager-repeats", type=int, default=1)
-    ap.add_argument("--out", default=None, help="keep captures, outputs and the cache here (default: temp)")
+    ap.add_argument("--out", default=None, help="keep captures and outputs here (default: temp)")
+    ap.add_argument("--fresh-cache", action="store_true", help="export into an empty cache (default: the user's "
+                    "export cache, as `cli.py run` uses it, so repeated benchmarks reuse the export)")
     a = ap.parse_args()
     ckpt = Path(a.checkpoint or ROOT / "checkpoints" / f"{a.model}-mobile.safetensors")
     work = Path(a.out) if a.out else Path(tempfile.mkdtemp(prefix="bench_run_fullres_"))
-    cache = work / "cache"
+    from runtime_py.export_cache import cache_root
+
+    cache = work / "cache" if a.fresh_cache else cache_root()
     load = [round(os.getloadavg()[0], 1)]
     rows = []
     for size in a.sizes.split(","):
@@ -100,6 +105,7 @@ def main() -> None:
                            "--threads", str(threads), "--cache-dir", str(cache)]
                     cmd += ["--tile", tile] if tile != "-" else []
                     cold = measure(cmd) if runner != "eager" else None  # export (once per tile) or hit
+                    cold_cache = json.loads((out / "run.json").read_text())["runner"].get("cache") if cold else None
                     n = a.eager_repeats if runner == "eager" else a.repeats
                     runs = [measure(cmd) for _ in range(n)]
                     rec = json.loads((out / "run.json").read_text())["runner"]
@@ -108,7 +114,8 @@ def main() -> None:
                                  "runs": n, "median_s": round(statistics.median(r["wall"] for r in runs), 2),
                                  "cpu_s": round(statistics.median(r["cpu"] for r in runs), 2),
                                  "peak_rss_mb": round(max(r["rss"] for r in runs) / 2**20),
-                                 "cold_s": round(cold["wall"], 1) if cold else None, "out": str(out)})
+                                 "cold_s": round(cold["wall"], 1) if cold else None, "cold_cache": cold_cache,
+                                 "out": str(out)})
                     print(f"  {size} {threads}t {runner} tile {tile}: {rows[-1]['median_s']} s", file=sys.stderr)
     load.append(round(os.getloadavg()[0], 1))
     for r in rows:  # same size and threads: ratio to eager, parity of the outputs against eager's
