@@ -28,8 +28,8 @@ _MODULES = (
 _TARGETS: tuple[Target, ...] | None = None
 
 # What ``run --checkpoint`` (``--runner auto``) exports to and tiles through: the fastest fp32
-# runtime measured on the x86-64 host (docs/BENCHMARKS.md, "Full-resolution run": onnxruntime,
-# LiteRT and ExecuTorch-XNNPACK within 10 % of each other on RDPD mobile, onnxruntime ahead).
+# runtime on the x86-64 host (docs/BENCHMARKS.md, "Full-resolution run": RDPD mobile, 2 threads,
+# onnxruntime 0.27-0.32 MP/s, LiteRT 0.27-0.28, ExecuTorch-XNNPACK 0.25-0.27, same loaded run).
 HOST_RUNNER = "onnx"
 
 
