@@ -440,15 +440,22 @@ def run_cmd(
     embedding_cache: Optional[Path] = typer.Option(None, help="Take the prompt's embedding from this cache "
                                                    "(`text-encoder --vocab`), not from the encoder."),
     min_confidence: float = typer.Option(0.5, help="Refuse a prompt whose mask confidence is below this."),
-    threads: int = typer.Option(2, help="Runtime threads."),
+    threads: int = typer.Option(2, help="Runtime threads (onnxruntime intra-op, XNNPACK, LiteRT, PyTorch)."),
+    runner: str = typer.Option("auto", help="With --checkpoint: auto (exported on the fly to the host's fastest "
+                               "runtime, ONNX fp32, cached; tiled), eager (PyTorch, whole image) or a target name."),
+    tile: Optional[int] = typer.Option(None, help="With --checkpoint: largest tile side of the on-the-fly export "
+                                       "(bounds memory; default 768)."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Cache of on-the-fly exports (default $DEFOCUS_CACHE, "
+                                             "else ~/.cache/defocus-toolchain)."),
     force: bool = typer.Option(False, help="Replace --out if it exists."),
     black_level: Optional[float] = _BLACK,
     white_level: Optional[float] = _WHITE,
     bit_depth: Optional[int] = _DEPTH,
 ) -> None:
     """Run a capture through an exported artifact or a checkpoint; write outputs and a comparison
-    (run.json records the capture's levels, their sources, any guess, and every processing step).
-    With --prompt, --box or --point also mask.png and prompt.png (prompt, mask, result)."""
+    (run.json records the capture's levels, their sources, any guess, every processing step and
+    the runner: runtime, tile, cache hit or miss). With --prompt, --box or --point also mask.png and
+    prompt.png (prompt, mask, result)."""
     from runtime_py.run_capture import run_on_capture
 
     prompts = {"prompt": prompt, "box": box, "point": point, "mask_checkpoint": prompt_checkpoint,
@@ -456,9 +463,15 @@ def run_cmd(
                "min_confidence": min_confidence}
     res = run_on_capture(model, capture, out, artifact=artifact, checkpoint=checkpoint, focus=focus,
                          focus_mask=focus_mask, aperture=aperture, align_depth=align_depth, threads=threads,
-                         force=force, status=console.status, prompts=prompts,
+                         runner=runner, cache_dir=cache_dir, force=force, status=console.status, prompts=prompts,
+                         **({"tile": tile} if tile is not None else {}),
+                         progress=_progress if console.is_terminal else None,
                          levels={"black_level": black_level, "white_level": white_level, "bit_depth": bit_depth})
-    console.print(f"[green]wrote[/] {', '.join(res['outputs'])} + comparison.png to {res['path']} ({res['runtime']})")
+    how = res["runner"]
+    cache = f", export cache {how['cache']}" if how.get("cache") else ""
+    tiles = f", {how['tile'][0]}x{how['tile'][1]} tiles" if how.get("tile") else ""
+    console.print(f"[green]wrote[/] {', '.join(res['outputs'])} + comparison.png to {res['path']} "
+                  f"({res['runtime']}, {how['threads']} threads{tiles}{cache})")
 
 
 @command("text-encoder", log_beside="out")

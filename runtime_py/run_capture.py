@@ -5,13 +5,19 @@
 - DC2 takes a UW+W bundle: UW is aligned to W (DIS flow), the target defocus map comes from the
   disparity, the focus (point or mask) and the aperture scale, W's own map from its metadata.
 - Exported artifacts have a fixed size: larger images are tiled (``runtime_py.tiling``), smaller
-  ones reflect-padded; PyTorch checkpoints run on the whole image padded to a multiple of 16.
+  ones reflect-padded. A PyTorch checkpoint is by default exported on the fly at a tile size fitted
+  to the image (at most ``--tile``) and cached (``runtime_py.export_cache``), then tiled the same
+  way on that runtime with ``--threads``; ``--runner eager`` runs it in PyTorch on the whole image
+  padded to a multiple of 16 (memory grows with the image: 2.2 GB at 3 MP).
 Outputs are written as 16-bit PNG (maps normalised to their value range) with a side-by-side
 comparison PNG, into a temporary folder renamed into place at the end.
 """
 from __future__ import annotations
 
+import contextlib
+import time
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -22,8 +28,15 @@ from core.atomic import atomic_dir, write_image, write_json
 from models.registry import get
 from runtime_py.captures import Capture
 from runtime_py.runners import ModelRunner
-from runtime_py.tiling import RadialInput, StreamingTiledRunner, TiledRunner
+from runtime_py.tiling import StreamingTiledRunner, TiledRunner, fit_tile
 from core.errors import UserError
+
+# Overlap of neighbouring tiles (px). RDPD mobile, 512x768 synthetic scene, 256 px tiles, tiled vs
+# whole-image eager: 32 px 61.2 dB, 64 px 64.6 dB, 128 px 66.0 dB (fp32 parity needs 60); the rest
+# is the per-image mean of its residual and the ConvLSTM's context, which no overlap recovers.
+OVERLAP = 64
+TILE = 768  # default largest tile side of an on-the-fly export: bounds the runtime's memory
+RUNNER_CHOICES = "auto (the checkpoint exported to the host's fastest runtime, cached), eager (PyTorch), or a target"
 
 
 class RunError(UserError):
@@ -151,13 +164,13 @@ def _pad_to(inputs: dict, th: int, tw: int) -> tuple[dict, tuple[int, int]]:
     return {k: np.pad(v, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="reflect") for k, v in inputs.items()}, (h, w)
 
 
-def run(runner: ModelRunner, model: str, inputs: dict, overlap: int = 32, processing: list | None = None) -> dict:
+def run(runner: ModelRunner, model: str, inputs: dict, overlap: int = OVERLAP, processing: list | None = None,
+        progress: Callable[[int, int], None] | None = None) -> dict:
     """Run a (possibly fixed-size) runner over inputs of any size; returns NCHW outputs. A
     sequence model's state starts at zero (and, tiled, streams per tile). The padding or tiling
-    is appended to ``processing``."""
+    is appended to ``processing``; ``progress(done, total)`` is called after each tile."""
     spec = get(model)
     h, w = next(iter(inputs.values())).shape[-2:]
-    radial = RadialInput(*spec.radial_input) if spec.radial_input else None
     say = processing.append if processing is not None else (lambda _: None)
     if runner.size is None:  # PyTorch: pad to a multiple of 16, run whole
         m = spec.size_multiple
@@ -169,36 +182,59 @@ def run(runner: ModelRunner, model: str, inputs: dict, overlap: int = 32, proces
         padded.update({k: v.numpy() for k, v in spec.zero_state(variant, th, tw).items()})
         outs = runner(padded)
         return {k: v[..., : int(round(h * v.shape[-2] / th)), : int(round(w * v.shape[-1] / tw))] for k, v in outs.items()}
+    # Padded as the whole-image run pads (reflect, to the artifact's size or a multiple of the
+    # model's), so tiles see the same borders and the same radial map (sliced from the padded
+    # input, not recomputed) as eager: at 3 MP, padding only the eager run cost 5 dB of parity.
     th, tw = runner.size
-    padded, (h0, w0) = _pad_to(inputs, th, tw)
+    m = spec.size_multiple
+    padded, (h0, w0) = _pad_to(inputs, max(th, -(-h // m) * m), max(tw, -(-w // m) * m))
     ph, pw = next(iter(padded.values())).shape[-2:]
     if (ph, pw) != (h, w):
-        say(f"{w}x{h} reflect-padded to the artifact's {tw}x{th}, outputs cropped back")
+        say(f"{w}x{h} reflect-padded to {pw}x{ph} (the artifact's {tw}x{th} or a multiple of {m}), outputs cropped back")
     if spec.is_sequence:
         frame_inputs = [n for n in spec.input_names if n not in spec.state_map]
         if len(frame_inputs) != 1:
             raise RunError(f"{model}: tiled streaming takes one frame input, the model has {frame_inputs}")
         frame_input = frame_inputs[0]
         states = {k: tuple(s) for k, s in runner.shapes.items() if k in spec.state_map}
-        streaming = StreamingTiledRunner(runner, (th, tw), states, overlap=min(overlap, th // 2), x_name=frame_input,
-                                         radial_channel=radial.channel if radial and radial.name == frame_input else None,
-                                         state_io=tuple(spec.state_map.items()))
+        ov = min(overlap, th // 2)
+        streaming = StreamingTiledRunner(runner, (th, tw), states, overlap=ov, x_name=frame_input,
+                                         radial_channel=None,
+                                         state_io=tuple(spec.state_map.items()), progress=progress)
         outs = {spec.main_output: streaming(padded[frame_input])}
-        say(f"streamed in {tw}x{th} tiles (overlap {min(overlap, th // 2)} px, state per tile) at full resolution")
+        say(f"streamed in {tw}x{th} tiles (overlap {ov} px, state per tile) at full resolution")
     else:
         ov = min(overlap, th // 2, tw // 2)
-        outs = TiledRunner(runner, (th, tw), overlap=ov, radial=radial)(padded)
+        outs = TiledRunner(runner, (th, tw), overlap=ov, progress=progress)(padded)
         if (pw, ph) != (tw, th):
             say(f"tiled at full resolution: {tw}x{th} tiles, overlap {ov} px, blended")
     H, W = padded[next(iter(padded))].shape[-2:]
     return {k: v[..., : int(round(h0 * v.shape[-2] / H)), : int(round(w0 * v.shape[-1] / W))] for k, v in outs.items()}
 
 
+ROWS = 256  # rows converted at a time: float temporaries of a block, not of the image
+
+
 def _to_png16(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """1xCxHxW float -> HxWxC uint16 (BGR for 3 channels) of (a - lo) / (hi - lo), by row blocks."""
     x = a[0].transpose(1, 2, 0)
-    x = np.clip((x - lo) / max(hi - lo, 1e-12), 0, 1)
-    x = np.round(x * 65535).astype(np.uint16)
-    return x[..., ::-1] if x.shape[2] == 3 else x[..., 0]
+    out = np.empty(x.shape, np.uint16)
+    for i in range(0, x.shape[0], ROWS):
+        blk = np.clip((x[i:i + ROWS] - lo) / max(hi - lo, 1e-12), 0, 1)
+        out[i:i + ROWS] = np.round(blk * 65535)
+    return out[..., ::-1] if out.shape[2] == 3 else out[..., 0]
+
+
+def _comparison(spec, inputs: dict, main: np.ndarray) -> np.ndarray:
+    """The spec's "before" image | 8 white columns | the main output, 16-bit BGR, by row blocks
+    (``before_image`` is per pixel, so it is computed on row slices of the inputs)."""
+    h, w = main.shape[-2:]
+    out = np.full((h, 2 * w + 8, 3), 65535, np.uint16)
+    for i in range(0, h, ROWS):
+        before = spec.before_image({k: v[0, :, i:i + ROWS] for k, v in inputs.items()})
+        out[i:i + ROWS, :w] = _to_png16(before[None], 0.0, 1.0)
+        out[i:i + ROWS, w + 8:] = _to_png16(main[:, :3, i:i + ROWS], 0.0, 1.0)
+    return out
 
 
 def write_outputs(out: Path, model: str, inputs: dict, outputs: dict, record: dict, force: bool = False,
@@ -213,10 +249,7 @@ def write_outputs(out: Path, model: str, inputs: dict, outputs: dict, record: di
             if not (np.isfinite(lo) and np.isfinite(hi)):
                 lo, hi = float(arr.min()), float(arr.max())
             _write_png(tmp / f"{name}.png", _to_png16(arr, lo, hi))
-        main = outputs[spec.main_output][0].transpose(1, 2, 0)
-        before = spec.before_image({k: v[0] for k, v in inputs.items()}).transpose(1, 2, 0)
-        side = np.concatenate([before, np.ones((before.shape[0], 8, 3), np.float32), main[..., :3]], axis=1)
-        _write_png(tmp / "comparison.png", np.round(np.clip(side, 0, 1)[..., ::-1] * 65535).astype(np.uint16))
+        _write_png(tmp / "comparison.png", _comparison(spec, inputs, outputs[spec.main_output]))
         if extra is not None:
             extra(tmp)
         write_json(tmp / "run.json", record, default=str, allow_nan=True)
@@ -238,21 +271,72 @@ def parse_point(text: str | None) -> tuple[int, int] | None:
     return x, y
 
 
+def open_runner(model: str, size: tuple[int, int], *, artifact: Path | None = None,
+                checkpoint: Path | None = None, runner: str = "auto", threads: int = 2, tile: int = TILE,
+                overlap: int = OVERLAP, cache_dir: Path | None = None,
+                status: Callable[[str], contextlib.AbstractContextManager] | None = None) -> tuple[ModelRunner, dict]:
+    """The runner for an image of ``size`` (H, W) and what was chosen (``run.json``'s ``runner``).
+
+    ``artifact``: that folder on its runtime. ``checkpoint`` with ``runner`` ``eager``: PyTorch on
+    the whole image; ``auto`` or a target name: the checkpoint exported to that target (auto:
+    ``export.targets.HOST_RUNNER``) at the tile size ``fit_tile`` gives for this image with
+    tiles of at most ``tile`` px, cached (``runtime_py.export_cache``)."""
+    from export import targets
+    from runtime_py.export_cache import cached_export
+    from runtime_py.runners import TorchRunner, load
+
+    if (artifact is None) == (checkpoint is None):
+        raise RunError("give exactly one of --artifact DIR or --checkpoint PATH")
+    choice = runner.strip().lower()
+    status = status or (lambda _: contextlib.nullcontext())
+    if artifact is not None:
+        if choice != "auto":
+            raise RunError(f"--runner {runner} applies to --checkpoint; an artifact runs on its own runtime")
+        r = load(artifact, threads=threads)
+        if r.manifest.get("model") != model:
+            raise RunError(f"{artifact}: artifact is of model {r.manifest.get('model')!r}, not {model!r}")
+        return r, {"choice": "artifact", "runtime": r.runtime, "artifact": str(artifact), "threads": threads}
+    if choice == "eager":
+        import torch
+
+        torch.set_num_threads(threads)
+        r = TorchRunner.from_checkpoint(checkpoint, model)
+        return r, {"choice": "eager", "runtime": r.runtime, "threads": threads}
+    try:
+        target = targets.get(targets.HOST_RUNNER if choice == "auto" else choice)
+    except UserError:
+        raise RunError(f"--runner {runner!r} is not a runner; choose {RUNNER_CHOICES} "
+                       f"({', '.join(targets.names())})") from None
+    if target.not_runnable_reason or target.capabilities.get("fp32"):
+        raise RunError(f"--runner {runner}: {target.name} cannot run fp32 here "
+                       f"({target.not_runnable_reason or target.capabilities.get('fp32')}); choose {RUNNER_CHOICES}")
+    if tile < 2 * overlap:
+        raise RunError(f"--tile {tile} must be at least twice the tile overlap ({overlap} px)")
+    m = get(model).size_multiple
+    th, tw = (fit_tile(-(-n // m) * m, tile - tile % m, overlap, m) for n in size)  # the padded image (run)
+    with status(f"exporting {model} to {target.name} fp32 {th}x{tw} (cached for the next runs)"):
+        cached = cached_export(checkpoint, model, target.name, (th, tw), cache_dir)
+    r = load(cached.path, threads=threads)
+    return r, {"choice": choice, "runtime": r.runtime, "threads": threads, "tile": [th, tw], "overlap": overlap,
+               **cached.record()}
+
+
 def run_on_capture(model: str, capture: Path, out: Path, *, artifact: Path | None = None,
                    checkpoint: Path | None = None, focus: str | None = None, focus_mask: Path | None = None,
                    aperture: float = 1.0, align_depth: bool = True, threads: int = 2, force: bool = False,
-                   status=None, levels: dict | None = None, prompts: dict | None = None) -> dict:
+                   runner: str = "auto", tile: int = TILE, cache_dir: Path | None = None,
+                   status=None, progress=None, levels: dict | None = None, prompts: dict | None = None) -> dict:
     """What ``cli.py run`` does: a capture through an exported artifact (on its runtime) or a
-    checkpoint (PyTorch), outputs written to ``out``. ``status(text)`` is a context manager
-    shown while the model runs; ``levels``: black_level / white_level / bit_depth overrides for
-    the capture reader; ``prompts``: the keyword arguments of
-    ``runtime_py.prompt_run.prompted_mask`` (``prompt``, ``box`` or ``point``, ...) for a model
-    that takes a focus mask: the mask comes from the prompt, and mask.png + prompt.png are
-    written too. Returns {"path", "outputs", "runtime"}."""
-    import contextlib
-
+    checkpoint (by default exported on the fly and cached, ``open_runner``), outputs written to
+    ``out``. ``status(text)`` is a context manager shown while exporting or running whole;
+    ``progress(description)`` gives (context manager, update(done, total)) for the tiles;
+    ``levels``: black_level / white_level / bit_depth overrides for the capture reader;
+    ``prompts``: the keyword arguments of ``runtime_py.prompt_run.prompted_mask`` (``prompt``,
+    ``box`` or ``point``, ...) for a model that takes a focus mask: the mask comes from the
+    prompt, and mask.png + prompt.png are written too. Returns {"path", "outputs", "runtime",
+    "runner"}; run.json's ``runner`` says what ran, ``seconds`` and ``cpu_seconds`` (all threads)
+    what each stage took."""
     from runtime_py.captures import check_level_overrides, open_capture
-    from runtime_py.runners import TorchRunner, load
 
     levels = {k: v for k, v in (levels or {}).items() if v is not None}
     check_level_overrides(**levels)
@@ -265,26 +349,38 @@ def run_on_capture(model: str, capture: Path, out: Path, *, artifact: Path | Non
     if prompted and "focus_mask" not in get(model).data.fields:
         raise RunError(f"{model} takes no focus mask: --prompt, --box and --point are for models that refocus")
     point = parse_point(focus)
-    runner = load(artifact, threads=threads) if artifact else TorchRunner.from_checkpoint(checkpoint, model)
-    if artifact and runner.manifest.get("model") != model:
-        raise RunError(f"{artifact}: artifact is of model {runner.manifest.get('model')!r}, not {model!r}")
+    status = status or (lambda _: contextlib.nullcontext())
+    t0, c0 = time.perf_counter(), time.process_time()
     cap = open_capture(capture, **levels)
-    inputs, record = model_inputs(model, cap, focus=point, focus_mask=focus_mask, aperture=aperture,
-                                  align_depth=align_depth)
-    chosen = None
+    inputs, record = model_inputs(model, cap, focus=point, focus_mask=focus_mask,
+                                  aperture=aperture, align_depth=align_depth)
+    t1, c1 = time.perf_counter(), time.process_time()
+    r, chosen = open_runner(model, tuple(next(iter(inputs.values())).shape[-2:]), artifact=artifact,
+                            checkpoint=checkpoint, runner=runner, threads=threads, tile=tile, cache_dir=cache_dir,
+                            status=status)
+    t2, c2 = time.perf_counter(), time.process_time()
+    picked = None
     if prompted:
         from runtime_py.prompt_run import prompted_mask
 
-        with (status or (lambda _: contextlib.nullcontext()))("finding the prompted region"):
-            chosen = prompted_mask(model, cap, inputs, runner, record, threads=threads, **prompts)
-        inputs["focus_mask"] = chosen.mask[None, None].astype(np.float32)
-    with (status or (lambda _: contextlib.nullcontext()))(f"running {model} on {runner.runtime}"):
-        outputs = run(runner, model, inputs, processing=record["processing"])
-    record.update({"model": model, "runtime": runner.runtime, "source": runner.source})
+        with status("finding the prompted region"):
+            picked = prompted_mask(model, cap, inputs, r, record, threads=threads, **prompts)
+        inputs["focus_mask"] = picked.mask[None, None].astype(np.float32)
+    if r.size is None or progress is None:
+        bar, update = status(f"running {model} on {r.runtime}"), None
+    else:
+        bar, update = progress(f"{model} tiles on {r.runtime}")
+    with bar:
+        outputs = run(r, model, inputs, overlap=chosen.get("overlap", OVERLAP), processing=record["processing"],
+                      progress=update)
+    t3, c3 = time.perf_counter(), time.process_time()
+    record.update({"model": model, "runtime": r.runtime, "source": r.source, "runner": chosen,
+                   "seconds": {"read": round(t1 - t0, 3), "runner": round(t2 - t1, 3), "model": round(t3 - t2, 3)},
+                   "cpu_seconds": {"read": round(c1 - c0, 3), "runner": round(c2 - c1, 3), "model": round(c3 - c2, 3)}})
     extra = None
-    if chosen is not None:
+    if picked is not None:
         from runtime_py.prompt_figure import prompt_extras
 
-        extra = lambda tmp: prompt_extras(tmp, get(model), inputs, outputs, chosen)  # noqa: E731
-    return {"path": write_outputs(out, model, inputs, outputs, record, force=force, extra=extra),
-            "outputs": sorted(outputs), "runtime": runner.runtime}
+        extra = lambda tmp: prompt_extras(tmp, get(model), inputs, outputs, picked)  # noqa: E731
+    path = write_outputs(out, model, inputs, outputs, record, force=force, extra=extra)
+    return {"path": path, "outputs": sorted(outputs), "runtime": r.runtime, "runner": chosen}

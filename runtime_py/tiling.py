@@ -9,6 +9,8 @@ within ``overlap // 4`` px of an inner seam and ramp to 1 over the middle of the
 model's receptive-field radius is at most ``overlap // 4``, the tiled result equals whole-image
 inference everywhere (up to float rounding). The radial map (distance to the *full* image's
 centre) is computed per tile from its position (seed 004: each patch carries its own slice).
+Tiles are streamed: each tile's outputs are weighted into one float32 buffer per output as soon as
+they come back, so besides the inputs and that buffer, memory holds one tile at a time.
 """
 from __future__ import annotations
 
@@ -40,6 +42,20 @@ def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     starts = list(range(0, size - tile, step))
     starts.append(size - tile)
     return sorted(set(starts))
+
+
+def fit_tile(size: int, max_tile: int, overlap: int, multiple: int = 1) -> int:
+    """The tile side for one axis of ``size`` px: the whole axis rounded up to ``multiple`` when
+    that is at most ``max_tile``; else as many tiles as ``max_tile`` needs, each shrunk to the
+    smallest multiple of ``multiple`` that still covers the axis with ``overlap``. 1512 px with
+    768 px tiles and 64 px overlap: 3 tiles of 560 px (1680 px run) instead of 3 x 768 (2304 px)."""
+    whole = -(-size // multiple) * multiple
+    if whole <= max_tile:
+        return whole
+    if max_tile % multiple or max_tile <= overlap:
+        raise TilingError(f"tile {max_tile} must be a multiple of {multiple} and larger than the overlap {overlap}")
+    n = -(-(size - overlap) // (max_tile - overlap))
+    return min(-(-(size + (n - 1) * overlap) // (n * multiple)) * multiple, max_tile)
 
 
 def _ramp(length: int, start_inner: bool, end_inner: bool, overlap: int) -> np.ndarray:
@@ -81,6 +97,7 @@ class TiledRunner:
     tile: tuple[int, int]
     overlap: int = 32
     radial: RadialInput | None = None
+    progress: Callable[[int, int], None] | None = None  # (tiles done, tiles in all) after each tile
 
     def _plan(self, h: int, w: int):
         th, tw = self.tile
@@ -110,7 +127,8 @@ class TiledRunner:
         acc: dict[str, np.ndarray] = {}
         wsum: dict[str, np.ndarray] = {}
         th, tw = self.tile
-        for i, (y, x, inner) in enumerate(self._plan(h, w)):
+        plan = list(self._plan(h, w))
+        for i, (y, x, inner) in enumerate(plan):
             tile_in = self._tile_inputs(inputs, y, x, h, w)
             if state_fn is not None:
                 tile_in = state_fn(i, tile_in)
@@ -119,13 +137,18 @@ class TiledRunner:
                 oh, ow = out.shape[-2:]
                 sy, sx = oh / th, ow / tw
                 if name not in acc:
-                    acc[name] = np.zeros(out.shape[:2] + (int(round(h * sy)), int(round(w * sx))), np.float64)
-                    wsum[name] = np.zeros((int(round(h * sy)), int(round(w * sx))), np.float64)
-                wt = feather_weights(oh, ow, inner, max(int(round(self.overlap * sy)), 1))
+                    acc[name] = np.zeros(out.shape[:2] + (int(round(h * sy)), int(round(w * sx))), np.float32)
+                    wsum[name] = np.zeros((int(round(h * sy)), int(round(w * sx))), np.float32)
+                wt = feather_weights(oh, ow, inner, max(int(round(self.overlap * sy)), 1)).astype(np.float32)
                 oy, ox = int(round(y * sy)), int(round(x * sx))
                 acc[name][..., oy:oy + oh, ox:ox + ow] += out * wt
                 wsum[name][oy:oy + oh, ox:ox + ow] += wt
-        return {k: (acc[k] / np.maximum(wsum[k], 1e-12)).astype(np.float32) for k in acc}
+            del outs, tile_in
+            if self.progress is not None:
+                self.progress(i + 1, len(plan))
+        for k in acc:  # normalise in place: no second full-size copy
+            acc[k] /= np.maximum(wsum.pop(k), 1e-12)
+        return acc
 
 
 class StreamingTiledRunner:
@@ -136,13 +159,14 @@ class StreamingTiledRunner:
 
     def __init__(self, fn: RunFn, tile: tuple[int, int], state_shapes: dict[str, tuple], overlap: int = 32,
                  x_name: str = "x", radial_channel: int | None = 6,
-                 state_io: tuple[tuple[str, str], ...] = (("h", "h_next"), ("c", "c_next"))):
+                 state_io: tuple[tuple[str, str], ...] = (("h", "h_next"), ("c", "c_next")),
+                 progress: Callable[[int, int], None] | None = None):
         self.state_shapes, self.state_io = state_shapes, state_io
         self.states: dict[int, Arrays] = {}
         self.x_name = x_name
         self._fn = fn
         radial = None if radial_channel is None else RadialInput(x_name, radial_channel)  # None: no radial map
-        self._runner = TiledRunner(fn, tile, overlap, radial)
+        self._runner = TiledRunner(fn, tile, overlap, radial, progress)
 
     def reset(self) -> None:
         self.states = {}

@@ -11,3 +11,12 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _export_cache(tmp_path_factory):
+    """`run --checkpoint` caches its on-the-fly exports: in a temporary folder, never ~/.cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DEFOCUS_CACHE", str(tmp_path_factory.mktemp("defocus-cache")))
+    yield
+    mp.undo()

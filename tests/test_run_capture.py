@@ -166,7 +166,7 @@ def test_dc2_runs_on_a_uw_w_bundle(tmp_path):
     for flag, mode in (("--align-depth", "depth"), ("--no-align-depth", "dis")):  # the run records its flow
         o = tmp_path / f"run{flag}"
         r = CliRunner().invoke(cli.app, ["run", "--model", "dc2", "--capture", str(b), "--checkpoint", str(ck),
-                                         "--focus", "48,32", flag, "--out", str(o)])
+                                         "--focus", "48,32", flag, "--out", str(o), "--runner", "eager"])
         assert r.exit_code == 0, r.output
         assert json.loads((o / "run.json").read_text())["alignment"]["flow_mode"].startswith(mode)
     # with the capture's lens state, W's own defocus matches the engine's ground truth (thin lens)

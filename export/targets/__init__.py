@@ -27,6 +27,11 @@ _MODULES = (
 
 _TARGETS: tuple[Target, ...] | None = None
 
+# What ``run --checkpoint`` (``--runner auto``) exports to and tiles through: the fastest fp32
+# runtime on the x86-64 host (docs/BENCHMARKS.md, "Full-resolution run": RDPD mobile, 2 threads,
+# onnxruntime 0.27-0.32 MP/s, LiteRT 0.27-0.28, ExecuTorch-XNNPACK 0.25-0.27, same loaded run).
+HOST_RUNNER = "onnx"
+
 
 def all() -> tuple[Target, ...]:  # noqa: A001 - registry API: targets.all()
     """Every target, in registry order."""

@@ -142,6 +142,7 @@ def open_runtime(path: Path, input_names: list[str], output_names: list[str], th
 
     def run(inputs: dict) -> dict:
         return dict(zip(names, sess.run(None, {k: np.ascontiguousarray(inputs[k], np.float32) for k in input_names})))
+    run.session = sess  # for callers that check the session's options (threads)
     return run
 
 
