@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) cli.py demo --out demo_out
+	$(PY) cli.py demo --out demo_out --report reports/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"

@@ -1,0 +1,144 @@
+"""Open a page in headless Chromium (Debian's ``chromium``, ``make browser``) over the DevTools
+protocol: did every image and video load, what did the console report, and a screenshot.
+
+Chromium is started on a local port with a throw-away profile, never downloaded; without it
+:func:`find_chromium` returns None and callers skip.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from core.errors import UserError
+
+CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
+# every <img> decoded (naturalWidth > 0) and every <video> with data (readyState >= 2, no error)
+MEDIA_JS = """JSON.stringify({
+  images: [...document.images].map(i => ({src: i.getAttribute('src'), ok: i.complete && i.naturalWidth > 0,
+                                         width: i.naturalWidth})),
+  videos: [...document.querySelectorAll('video')].map(v => ({src: v.getAttribute('src'),
+            ok: v.readyState >= 2 && !v.error, readyState: v.readyState, error: v.error ? v.error.code : null})),
+  title: document.title})"""
+
+
+class BrowserError(UserError):
+    """Chromium could not be started or driven."""
+
+
+def find_chromium() -> str | None:
+    for name in CANDIDATES:
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+class _Session:
+    def __init__(self, ws_url: str, timeout: float):
+        import websocket
+
+        self.ws = websocket.create_connection(ws_url, timeout=timeout, suppress_origin=True)
+        self.next_id, self.events = 0, []
+
+    def call(self, method: str, **params) -> dict:
+        self.next_id += 1
+        mid = self.next_id
+        self.ws.send(json.dumps({"id": mid, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == mid:
+                if "error" in msg:
+                    raise BrowserError(f"DevTools {method}: {msg['error'].get('message')}")
+                return msg.get("result", {})
+            self.events.append(msg)
+
+    def wait_event(self, method: str, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        if any(e.get("method") == method for e in self.events):
+            return True
+        while time.monotonic() < end:
+            try:
+                msg = json.loads(self.ws.recv())
+            except Exception:  # noqa: BLE001 - a receive time-out: keep waiting until the deadline
+                continue
+            self.events.append(msg)
+            if msg.get("method") == method:
+                return True
+        return False
+
+
+def _console_errors(events: list[dict]) -> list[str]:
+    out = []
+    for e in events:
+        p = e.get("params", {})
+        if e.get("method") == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
+            out.append("console." + p["type"] + ": " + " ".join(str(a.get("value", a.get("description", "")))
+                                                               for a in p.get("args", [])))
+        elif e.get("method") == "Runtime.exceptionThrown":
+            d = p.get("exceptionDetails", {})
+            out.append("exception: " + str(d.get("exception", {}).get("description") or d.get("text")))
+        elif e.get("method") == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
+            out.append(f"{p['entry'].get('source')}: {p['entry'].get('text')} {p['entry'].get('url', '')}".strip())
+    return out
+
+
+def check_page(page: str | Path, screenshot: str | Path | None = None, width: int = 1280, height: int = 2400,
+               settle: float = 3.0, timeout: float = 60.0, chromium: str | None = None) -> dict:
+    """Load ``page`` (a local HTML file) in headless Chromium; returns {"images", "videos",
+    "errors", "title"} (errors: console errors, uncaught exceptions, failed loads) and writes a PNG
+    ``screenshot`` of the top ``height`` pixels when given."""
+    exe = chromium or find_chromium()
+    if exe is None:
+        raise BrowserError("no chromium on PATH (install it with `make browser`)")
+    page = Path(page).resolve()
+    if not page.is_file():
+        raise BrowserError(f"{page}: page not found")
+    with tempfile.TemporaryDirectory(prefix="demo-chromium-") as profile:
+        proc = subprocess.Popen([exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                                 "--no-default-browser-check", "--disable-extensions", "--mute-audio",
+                                 "--autoplay-policy=no-user-gesture-required", "--remote-debugging-port=0",
+                                 "--remote-allow-origins=*", f"--user-data-dir={profile}",
+                                 f"--window-size={width},{height}", "about:blank"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            port = _port(Path(profile), proc, timeout)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=timeout) as r:
+                tabs = [t for t in json.loads(r.read()) if t.get("type") == "page"]
+            s = _Session(tabs[0]["webSocketDebuggerUrl"], timeout=5)
+            for domain in ("Page", "Runtime", "Log"):
+                s.call(f"{domain}.enable")
+            s.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
+            s.call("Page.navigate", url=page.as_uri())
+            if not s.wait_event("Page.loadEventFired", timeout):
+                raise BrowserError(f"{page}: no load event within {timeout:g} s")
+            time.sleep(settle)  # videos buffer, animations start
+            media = json.loads(s.call("Runtime.evaluate", expression=MEDIA_JS, returnByValue=True)["result"]["value"])
+            s.wait_event("__drain__", 0.5)
+            if screenshot:
+                shot = s.call("Page.captureScreenshot", format="png")
+                Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
+                Path(screenshot).write_bytes(base64.b64decode(shot["data"]))
+            s.ws.close()
+            return {**media, "errors": _console_errors(s.events)}
+        finally:
+            os.killpg(proc.pid, 15)
+            proc.wait(timeout=30)
+
+
+def _port(profile: Path, proc: subprocess.Popen, timeout: float) -> int:
+    """The DevTools port Chromium chose (it writes DevToolsActivePort into the profile)."""
+    f, end = profile / "DevToolsActivePort", time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise BrowserError(f"chromium exited with code {proc.returncode} before DevTools came up")
+        if f.is_file() and f.read_text().strip():
+            return int(f.read_text().split()[0])
+        time.sleep(0.1)
+    raise BrowserError(f"chromium's DevTools did not come up within {timeout:g} s")
