@@ -142,3 +142,24 @@ def _port(profile: Path, proc: subprocess.Popen, timeout: float) -> int:
             return int(f.read_text().split()[0])
         time.sleep(0.1)
     raise BrowserError(f"chromium's DevTools did not come up within {timeout:g} s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m demo.browser PAGE [SCREENSHOT]``: check a page, print what failed, exit 1 if anything did."""
+    import sys
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        print("usage: python -m demo.browser PAGE.html [SCREENSHOT.png]")
+        return 2
+    res = check_page(args[0], args[1] if len(args) > 1 else None)
+    bad = [f"image {i['src']}" for i in res["images"] if not i["ok"]] + \
+          [f"video {v['src']} (readyState {v['readyState']})" for v in res["videos"] if not v["ok"]] + res["errors"]
+    print(f"{args[0]}: {len(res['images'])} images, {len(res['videos'])} videos, {len(res['errors'])} console errors")
+    for b in bad:
+        print(f"  failed: {b}")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
