@@ -18,26 +18,13 @@ import numpy as np
 
 from calibration.bank_fit import build_bank, fit_kernel_set
 from calibration.chart import make_chart, save_chart
-from calibration.dp_psf import PSFParams
 from calibration.estimate import estimate
-from calibration.psf_bank import FieldGrid, PSFBank
 from calibration.report import write_report
 from core.atomic import atomic_dir
-from synth.chart_capture import chart_capture, mild_homography, vignetting_gains
+from synth.chart_capture import chart_capture, field_truth_bank, mild_homography, vignetting_gains
 
 FOCUS = {"near": -4.0, "far": 3.0}  # signed CoC radius (px) at the field centre per focus setting
 TRUTH_GRID = (2, 3)
-
-
-def truth_bank() -> PSFBank:
-    """The known bank: Butterworth DP PSFs, shape and radius varying a little over a 2x3 field."""
-    rows, cols = TRUTH_GRID
-    ii, jj = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
-    rho = np.hypot((ii + 0.5) / rows - 0.5, (jj + 0.5) / cols - 0.5) / np.hypot(0.5, 0.5)
-    params = np.stack([np.full((rows, cols), 9.0), 0.5 + 0.1 * rho, 0.2 + 0.1 * rho, np.full((rows, cols), 0.14)], -1)
-    bank = PSFBank.from_model(np.arange(-10, 10.5, 1.0), [PSFParams(9, 0.5, 0.2)], camera="demo truth")
-    bank.field = FieldGrid(params, 1 + 0.08 * rho ** 2, None, "params")
-    return bank
 
 
 def to_14bit(view16: np.ndarray) -> np.ndarray:
@@ -51,7 +38,7 @@ def render_captures(root: Path, shape: tuple[int, int], chart_size: tuple[int, i
     chart = make_chart(*chart_size, seed=seed + 1, noise_cell=2)
     save_chart(chart, root / "chart.png")
     H = mild_homography(chart_size, shape)
-    truth, vig = truth_bank(), vignetting_gains(shape)
+    truth, vig = field_truth_bank(TRUTH_GRID, "demo truth"), vignetting_gains(shape)
     for sub in ("captures", "white"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     for name, r in FOCUS.items():

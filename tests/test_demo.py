@@ -75,17 +75,17 @@ def test_a_stage_is_reused_only_while_its_key_holds(tmp_path):
         return {"n": len(calls)}
 
     cfg = pipeline.DemoConfig(out=tmp_path)
-    assert pipeline.Runner(cfg).stage("s", [1], fn) == {"n": 1}
+    assert pipeline.Runner(cfg).stage("run", [1], fn) == {"n": 1}
     r = pipeline.Runner(cfg)
-    assert r.stage("s", [1], fn) == {"n": 1} and r.times[0]["status"] == "reused"
-    assert pipeline.Runner(cfg).stage("s", [2], fn) == {"n": 2}  # another key: runs again
-    assert pipeline.Runner(pipeline.DemoConfig(out=tmp_path, redo=("s",))).stage("s", [2], fn) == {"n": 3}
+    assert r.stage("run", [1], fn) == {"n": 1} and r.times[0]["status"] == "reused"
+    assert pipeline.Runner(cfg).stage("run", [2], fn) == {"n": 2}  # another key: runs again
+    assert pipeline.Runner(pipeline.DemoConfig(out=tmp_path, redo=("run",))).stage("run", [2], fn) == {"n": 3}
 
     def broken(update):
         raise RuntimeError("half way")
     with pytest.raises(RuntimeError):
-        pipeline.Runner(cfg).stage("t", [1], broken)
-    assert not (tmp_path / "stages" / "t.json").exists()  # a failed stage leaves no record: it runs next time
+        pipeline.Runner(cfg).stage("bench", [1], broken)
+    assert not (tmp_path / "stages" / "bench.json").exists()  # a failed stage leaves no record: it runs next time
     with pytest.raises(pipeline.DemoError, match="unknown stage"):
         pipeline.Runner(pipeline.DemoConfig(out=tmp_path, redo=("exprot",)))
 
