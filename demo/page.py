@@ -30,14 +30,19 @@ def cmd(*lines: str) -> str:
     return "<p>Reproduce:</p><pre>" + _e("\n".join(lines)) + "</pre>"
 
 
-def png8(src: str | Path, dst: Path, min_width: int = 0) -> str:
+def png8(src: str | Path, dst: Path, min_width: int = 0, linear: bool = False) -> str:
     """Copy an image (8- or 16-bit, grey or colour) as an 8-bit PNG, upscaled (nearest) to at least
-    ``min_width``; returns the file name."""
+    ``min_width``; ``linear`` values (DP sensor data) are exposed to their 99.5th percentile and
+    sRGB-encoded for display. Returns the file name."""
+    from synth.writers import linear_to_srgb
+
     a = cv2.imread(str(src), cv2.IMREAD_UNCHANGED)
     if a is None:
         raise OSError(f"{src}: could not read the image for the demo page")
-    if a.dtype == np.uint16:
-        a = np.round(a / 257.0).astype(np.uint8)
+    x = a.astype(np.float32) / (65535.0 if a.dtype == np.uint16 else 255.0)
+    if linear:
+        x = linear_to_srgb(x / max(float(np.percentile(x, 99.5)), 1e-6))
+    a = np.round(np.clip(x, 0, 1) * 255).astype(np.uint8)
     if min_width and a.shape[1] < min_width:
         f = int(np.ceil(min_width / a.shape[1]))
         a = cv2.resize(a, (a.shape[1] * f, a.shape[0] * f), interpolation=cv2.INTER_NEAREST)
@@ -152,7 +157,11 @@ def runs_section(cfg, res: dict, assets: Path) -> str:
         if "error" in r:
             parts.append(f"<p>{_e(m)}: not run ({_e(r['error'])})</p>")
             continue
-        name = png8(Path(r["path"]) / "comparison.png", assets / f"run_{m}.png", min_width=512)
+        from runtime_py.captures.preview import LINEAR_KINDS
+
+        kind = json.loads((Path(r["path"]) / "run.json").read_text()).get("kind")
+        name = png8(Path(r["path"]) / "comparison.png", assets / f"run_{m}.png", min_width=512,
+                    linear=kind in LINEAR_KINDS)
         if r["role"] == "sequence":
             what = f"{m} on the {r['frames']}-frame Pixel DP burst, state carried frame to frame (last frame: input | output)"
             rep = f"{PY} run --model {m} --capture {r['capture']} --artifact {r['artifact']} --out out/{m}   # one frame"
@@ -165,7 +174,8 @@ def runs_section(cfg, res: dict, assets: Path) -> str:
             what = f"{m}: refocus on the prompt {r['prompt']['flag']} (DP views' mean | output)"
             rep = (f"{PY} run --model {m} --capture {r['capture']} --artifact {r['artifact']} {r['prompt']['flag']} "
                    f"--out out/{m}")
-        parts.append(f"<div class='big'>{fig('assets/' + name, what + ' on ' + r['runtime'])}</div>" + cmd(rep))
+        shown = " (linear sensor data, shown exposed and sRGB-encoded)" if kind in LINEAR_KINDS else ""
+        parts.append(f"<div class='big'>{fig('assets/' + name, what + ' on ' + r['runtime'] + shown)}</div>" + cmd(rep))
     return "".join(parts)
 
 
