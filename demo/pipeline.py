@@ -85,14 +85,15 @@ class Runner:
             if rec.get("key") == key:
                 self.results[name] = rec["result"]
                 self.times.append({"stage": name, "seconds": 0.0, "status": "reused",
-                                   "first_seconds": rec.get("seconds")})
+                                   "first_seconds": rec.get("seconds"), "first_cpu_seconds": rec.get("cpu_seconds")})
                 return rec["result"]
         bar, update = self.progress(name)
         t0, c0 = time.perf_counter(), time.process_time()
         with bar:
             result = fn(update or (lambda done, total: None))
         secs, cpu = time.perf_counter() - t0, time.process_time() - c0
-        write_json(rec_path, {"key": key, "result": result, "seconds": round(secs, 1)}, default=str)
+        write_json(rec_path, {"key": key, "result": result, "seconds": round(secs, 1), "cpu_seconds": round(cpu, 1)},
+                   default=str)
         self.results[name] = result
         self.times.append({"stage": name, "seconds": round(secs, 1), "cpu_seconds": round(cpu, 1), "status": "ran"})
         return result
