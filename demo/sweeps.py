@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from models.dc2 import DEFOCUS_NORM_PX  # the packing of DC2's defocus-map inputs (as run_capture uses it)
+from models.registry import get
 from runtime_py import run_capture
 from runtime_py.defocus_maps import defocus_map
 
@@ -46,7 +47,7 @@ def aperture_sweep(disp: np.ndarray, frames: int, max_aperture: float = 2.0) -> 
 def render(runner, model: str, inputs: dict, targets: list[tuple[str, np.ndarray]],
            progress=None) -> list[np.ndarray]:
     """One output frame (HxWx3 float in [0, 1]) per target defocus map, through ``runner``."""
-    spec_main = run_capture.get(model).main_output
+    spec_main = get(model).main_output
     frames = []
     for i, (_, t) in enumerate(targets):
         feed = dict(inputs)
