@@ -28,6 +28,15 @@ MEDIA_JS = """JSON.stringify({
   title: document.title})"""
 
 
+# Chromium buffers a muted autoplay video only while it is on screen: show each in turn, wait for data
+SHOW_VIDEOS_JS = """(async () => {
+  for (const v of document.querySelectorAll('video')) {
+    v.scrollIntoView(); const t0 = Date.now();
+    while (v.readyState < 2 && !v.error && Date.now() - t0 < 15000) await new Promise(r => setTimeout(r, 100));
+  }
+  window.scrollTo(0, 0); return true; })()"""
+
+
 class BrowserError(UserError):
     """Chromium could not be started or driven."""
 
@@ -44,15 +53,22 @@ class _Session:
     def __init__(self, ws_url: str, timeout: float):
         import websocket
 
-        self.ws = websocket.create_connection(ws_url, timeout=timeout, suppress_origin=True)
-        self.next_id, self.events = 0, []
+        self.ws = websocket.create_connection(ws_url, timeout=2, suppress_origin=True)
+        self.next_id, self.events, self.timeout = 0, [], timeout
 
     def call(self, method: str, **params) -> dict:
+        import websocket
+
         self.next_id += 1
-        mid = self.next_id
+        mid, end = self.next_id, time.monotonic() + self.timeout
         self.ws.send(json.dumps({"id": mid, "method": method, "params": params}))
         while True:
-            msg = json.loads(self.ws.recv())
+            try:
+                msg = json.loads(self.ws.recv())
+            except websocket.WebSocketTimeoutException:
+                if time.monotonic() > end:
+                    raise BrowserError(f"DevTools {method}: no answer within {self.timeout:g} s") from None
+                continue
             if msg.get("id") == mid:
                 if "error" in msg:
                     raise BrowserError(f"DevTools {method}: {msg['error'].get('message')}")
@@ -111,14 +127,15 @@ def check_page(page: str | Path, screenshot: str | Path | None = None, width: in
             port = _port(Path(profile), proc, timeout)
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=timeout) as r:
                 tabs = [t for t in json.loads(r.read()) if t.get("type") == "page"]
-            s = _Session(tabs[0]["webSocketDebuggerUrl"], timeout=5)
+            s = _Session(tabs[0]["webSocketDebuggerUrl"], timeout=timeout)
             for domain in ("Page", "Runtime", "Log"):
                 s.call(f"{domain}.enable")
             s.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
             s.call("Page.navigate", url=page.as_uri())
             if not s.wait_event("Page.loadEventFired", timeout):
                 raise BrowserError(f"{page}: no load event within {timeout:g} s")
-            time.sleep(settle)  # videos buffer, animations start
+            time.sleep(settle)  # animations start
+            s.call("Runtime.evaluate", expression=SHOW_VIDEOS_JS, awaitPromise=True, returnByValue=True)
             media = json.loads(s.call("Runtime.evaluate", expression=MEDIA_JS, returnByValue=True)["result"]["value"])
             s.wait_event("__drain__", 0.5)
             if screenshot:

@@ -204,10 +204,10 @@ def sweeps_section(cfg, res: dict, assets: Path) -> str:
             s = r[kind]
             for ext in ("mp4", "webm", "webp"):
                 shutil.copy2(folder / s[ext], assets / s[ext])
-            out.append(f"<figure><video src='assets/{_e(s['webm'])}' autoplay loop muted playsinline width='384'>"
+            out.append(f"<figure><video src='assets/{_e(s['webm'])}' autoplay loop muted playsinline preload='auto' width='384'>"
                        f"</video><figcaption>{_e(m)} {kind} sweep, {s['frames']} frames (WebM) - "
                        f"<a href='assets/{_e(s['mp4'])}'>MP4</a></figcaption></figure>")
-            out.append(fig(f"assets/{s['webp']}", f"{m} {kind} sweep (animated WebP)"))
+            out.append(fig(f"assets/{s['webp']}", f"{m} {kind} sweep (animated WebP)", "sweep"))
         e = r["aperture_background_gradient_energy"]
         out.append(f"<p>Background gradient energy as the aperture opens: {_e(', '.join(f'{v:.2e}' for v in e))}</p>")
     out.append(cmd("python cli.py demo --redo sweeps"))
@@ -245,7 +245,7 @@ def bench_section(cfg, work: Path) -> str:
 def headline(cfg, results: dict, assets: Path) -> str:
     """The picture a person opens first: the focus sweep, beside DC2's refocus result."""
     for m, r in (results.get("sweeps") or {}).items():
-        return (f"<div>{fig('assets/' + r['focus']['webp'], f'{m}: the focus moves from near to far (synthetic UW + W capture)')}"
+        return (f"<div class='hero'>{fig('assets/' + r['focus']['webp'], f'{m}: the focus moves from near to far (synthetic UW + W capture)')}"
                 f"{fig('assets/' + r['aperture']['webp'], f'{m}: the aperture opens')}</div>")
     return ""
 
