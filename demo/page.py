@@ -19,7 +19,7 @@ STYLE = ("body{font-family:sans-serif;max-width:1200px;margin:1em auto;padding:0
          "table{border-collapse:collapse;font-size:12px;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px;"
          "text-align:left}img,video{max-width:100%;image-rendering:auto}pre{background:#f4f4f4;padding:.5em;"
          "overflow-x:auto;font-size:12px}figure{display:inline-block;margin:.3em;vertical-align:top}"
-         "figcaption{font-size:12px;color:#555}.big img,.big video{width:100%}.pass{color:#080}.fail{color:#b00}")
+         "figcaption{font-size:12px;color:#555}.big img,.big video{width:100%}.hero img,.sweep img{width:384px}.pass{color:#080}.fail{color:#b00}")
 
 
 def _e(x) -> str:
