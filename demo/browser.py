@@ -24,15 +24,20 @@ MEDIA_JS = """JSON.stringify({
   images: [...document.images].map(i => ({src: i.getAttribute('src'), ok: i.complete && i.naturalWidth > 0,
                                          width: i.naturalWidth})),
   videos: [...document.querySelectorAll('video')].map(v => ({src: v.getAttribute('src'),
-            ok: v.readyState >= 2 && !v.error, readyState: v.readyState, error: v.error ? v.error.code : null})),
+            ok: v.readyState >= 2 && !v.error, readyState: v.readyState, error: v.error ? v.error.code : null,
+            networkState: v.networkState, paused: v.paused})),
   title: document.title})"""
 
 
-# Chromium buffers a muted autoplay video only while it is on screen: show each in turn, wait for data
+# Chromium buffers a muted autoplay video only while it is on screen: show each in turn, wait for data,
+# then pause it so that the check does not land on a loop's seek
 SHOW_VIDEOS_JS = """(async () => {
   for (const v of document.querySelectorAll('video')) {
     v.scrollIntoView(); const t0 = Date.now();
-    while (v.readyState < 2 && !v.error && Date.now() - t0 < 15000) await new Promise(r => setTimeout(r, 100));
+    if (v.readyState < 2) { v.preload = 'auto'; v.play().catch(() => {}); }
+    while (v.readyState < 2 && !v.error && Date.now() - t0 < 20000) await new Promise(r => setTimeout(r, 100));
+    v.pause();  // a looping video seeks back to its start, and readyState drops to 1 while it does
+    while (v.seeking && Date.now() - t0 < 25000) await new Promise(r => setTimeout(r, 50));
   }
   window.scrollTo(0, 0); return true; })()"""
 
