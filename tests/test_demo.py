@@ -125,8 +125,8 @@ def test_the_page_check_sees_loaded_and_broken_media(tmp_path, caps):
 
 @pytest.mark.slow
 def test_the_demo_end_to_end_at_tiny_sizes(tmp_path):
-    cfg = pipeline.DemoConfig(out=tmp_path / "out", report=tmp_path / "page", export_size=(32, 32),
-                              capture_size=(48, 64), burst_frames=2, precisions=("fp32",), targets=("onnx",),
+    cfg = pipeline.DemoConfig(out=tmp_path / "out", report=tmp_path / "page", export_size=(64, 64),
+                              capture_size=(64, 96), burst_frames=2, precisions=("fp32",), targets=("onnx",),
                               calibration_count=2, sweep_frames=3,
                               bench={"threads": (1,), "runs": 2, "min_seconds": 0.0, "warmup": 0})
     res = pipeline.run_demo(cfg)
