@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: venv demo test test-all bench bench-quick clean
+.PHONY: venv demo demo-check browser test test-all bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,15 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) cli.py demo --out demo_out
+	$(PY) cli.py demo --out demo_out --report reports/demo
+
+# Debian's chromium for the page test (tests skip it when chromium is absent; nothing downloads a browser)
+browser:
+	command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+
+# the demo page in headless Chromium: every image and video loads, no console errors; screenshot in docs/
+demo-check: $(STAMP) browser
+	$(PY) -m demo.browser reports/demo/index.html docs/demo_report.png
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"

@@ -510,22 +510,24 @@ def text_encoder_cmd(
 
 @command(log_beside="out")
 def demo(
-    out: Path = typer.Option(Path("demo_out"), help="Folder for the demo's data sets and pictures."),
-    device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
+    out: Path = typer.Option(Path("demo_out"), help="Working folder: captures, calibration, artifacts, runs, "
+                             "sweeps, the results store; each stage's record under stages/ (reused when unchanged)."),
+    report: Path = typer.Option(Path("reports/demo"), help="The page: REPORT/index.html and its assets."),
+    redo: str = typer.Option("", help="Stages to run again even if unchanged, comma-separated (captures, "
+                             "calibrate, export, parity, run, sweeps, bench) or all."),
 ) -> None:
-    """End to end on bundled defaults: synthesise RDPD (Canon-like DP), Pixel DP and W/UW data sets
-    (with contact sheets), export the starter DP-model checkpoints (RDPD, UiD) to ONNX with a
-    parity check, and run them on the synthetic Pixel capture (outputs + comparison images)."""
-    from runtime_py.demo import run_demo
+    """The whole toolchain on bundled defaults, CPU only, no network: sample captures in the device
+    formats, calibration, export to every target with verification, a parity bundle, the models on
+    the captures, DC2 focus/aperture sweeps, host latency, and a page with all of it."""
+    from demo.pipeline import DemoConfig, run_demo
 
-    res = run_demo(out, device, progress=_progress, status=console.status)
-    console.print(_table("demo: synthetic defocus data", ("camera", "format", "samples", "size", "samples/s",
-                                                         "contact sheet"),
-                         [(r["camera"], r["format"], r["samples"], r["size"], f"{r['samples_per_s']:.2f}", r["sheet"])
-                          for r in res["data"]]))
-    console.print(_table("demo: checkpoint -> export -> run on a Pixel DP capture",
-                         ("model", "artifact", "runtime", "parity", "outputs"),
-                         [(r["model"], r["artifact"], r["runtime"], r["parity"], r["outputs"]) for r in res["chain"]]))
+    cfg = DemoConfig(out=out, report=report, redo=tuple(s.strip() for s in redo.split(",") if s.strip()))
+    res = run_demo(cfg, progress=_progress, log=lambda s: console.print(f"[dim]{s}[/]", soft_wrap=True))
+    console.print(_table("demo: stage times", ("stage", "status", "seconds", "CPU s"),
+                         [(t["stage"], t["status"], f"{t['seconds']:.1f}", f"{t.get('cpu_seconds') or 0:.1f}")
+                          for t in res["times"]] + [("total", "", f"{sum(t['seconds'] for t in res['times']):.1f}", "")],
+                         right=("seconds", "CPU s")))
+    console.print(f"[green]page:[/] {res['page'].resolve()}", soft_wrap=True)
 
 
 @command()

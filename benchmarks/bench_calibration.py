@@ -36,7 +36,7 @@ from calibration.estimate import estimate  # noqa: E402
 from calibration.kernel_stack import kernel_centre  # noqa: E402
 from calibration.psf_bank import FieldGrid, PSFBank  # noqa: E402
 from core.sizes import parse_size  # noqa: E402
-from synth.chart_capture import chart_capture, mild_homography, vignetting_gains, warp_supersampled  # noqa: E402
+from synth.chart_capture import chart_capture, field_truth_bank, mild_homography, vignetting_gains, warp_supersampled  # noqa: E402
 from synth.field_render import FieldPSF  # noqa: E402
 from synth.render import ParametricPSF, render_dp  # noqa: E402
 
@@ -49,13 +49,7 @@ KERNEL = 31
 
 
 def truth_bank() -> PSFBank:
-    rows, cols = TRUTH_GRID
-    ii, jj = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
-    rho = np.hypot((ii + 0.5) / rows - 0.5, (jj + 0.5) / cols - 0.5) / np.hypot(0.5, 0.5)
-    params = np.stack([np.full((rows, cols), 9.0), 0.5 + 0.1 * rho, 0.2 + 0.1 * rho, np.full((rows, cols), 0.14)], -1)
-    bank = PSFBank.from_model(np.arange(-10, 10.5, 1.0), [PSFParams(9, 0.5, 0.2)], camera="truth")
-    bank.field = FieldGrid(params, 1 + 0.08 * rho ** 2, None, "params")
-    return bank
+    return field_truth_bank(TRUTH_GRID)
 
 
 def truth_cell(bank: PSFBank, y: float, x: float) -> tuple[int, int]:

@@ -163,7 +163,8 @@ def _md(cols, body) -> str:
     return "\n".join(lines)
 
 
-def _html(cols, body) -> str:
+def html_table(cols, body) -> str:
+    """An HTML table (escaped) of ``cols`` and rows ``body``: the report's and the demo page's."""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in body)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
@@ -190,7 +191,7 @@ def write_report(store_path: str | Path, out: str | Path) -> list[Path]:
             body.append("<h2>Regressions</h2><ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in flagged) + "</ul>")
         for title, (cols, rs) in sections:
             md += [f"## {title}", "", _md(cols, rs) if rs else "(no rows)", ""]
-            body.append(f"<h2>{html.escape(title)}</h2>" + (_html(cols, rs) if rs else "<p>(no rows)</p>"))
+            body.append(f"<h2>{html.escape(title)}</h2>" + (html_table(cols, rs) if rs else "<p>(no rows)</p>"))
         if plots:
             md += ["## Plots", ""] + [f"![{t}]({p})" for p, t in plots] + [""]
             body.append("<h2>Plots</h2>" + "".join(f'<figure><img src="{p}" alt="{html.escape(t)}">'

@@ -11,7 +11,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from calibration.psf_bank import PSFBank
+from calibration.dp_psf import PSFParams
+from calibration.psf_bank import FieldGrid, PSFBank
 from synth.field_render import FieldPSF
 
 
@@ -66,3 +67,16 @@ def mild_homography(chart_size: tuple[int, int], capture: tuple[int, int], fill:
     P = np.array([[1, 0, 0], [0, 1, 0], [tilt, -tilt / 2, 1]])
     T2 = np.array([[1, 0, w / 2 - 0.5], [0, 1, h / 2 - 0.5], [0, 0, 1]], float)
     return T2 @ P @ R @ T1
+
+
+def field_truth_bank(grid: tuple[int, int], camera: str = "truth") -> PSFBank:
+    """A known field-varying bank to render chart captures with (``benchmarks/bench_calibration.py``,
+    the demo): Butterworth DP PSFs whose radius grows by 8 % and whose shape changes a little
+    towards the corners of a ``grid`` of field cells."""
+    rows, cols = grid
+    ii, jj = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    rho = np.hypot((ii + 0.5) / rows - 0.5, (jj + 0.5) / cols - 0.5) / np.hypot(0.5, 0.5)
+    params = np.stack([np.full((rows, cols), 9.0), 0.5 + 0.1 * rho, 0.2 + 0.1 * rho, np.full((rows, cols), 0.14)], -1)
+    bank = PSFBank.from_model(np.arange(-10, 10.5, 1.0), [PSFParams(9, 0.5, 0.2)], camera=camera)
+    bank.field = FieldGrid(params, 1 + 0.08 * rho ** 2, None, "params")
+    return bank

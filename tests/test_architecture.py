@@ -11,7 +11,7 @@ import pytest
 from models.registry import names
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("core", "models", "calibration", "synth", "train", "export", "runtime_py", "device_tests")
+PACKAGES = ("core", "models", "calibration", "synth", "train", "export", "runtime_py", "device_tests", "demo")
 
 
 def _sources(exclude=("models", "tests")) -> list[Path]:
@@ -70,11 +70,13 @@ def _imports(path: Path) -> set[str]:
 FORBIDDEN = {
     "core": set(PACKAGES) - {"core"},
     "models": set(PACKAGES) - {"core", "models"},
-    "calibration": {"models", "synth", "train", "export", "runtime_py", "device_tests"},
-    "synth": {"train", "export", "runtime_py", "device_tests"},
-    "train": {"export", "device_tests"},
-    "export": {"train", "runtime_py", "device_tests"},
-    "runtime_py": {"train", "device_tests"},
+    "calibration": {"models", "synth", "train", "export", "runtime_py", "device_tests", "demo"},
+    "synth": {"train", "export", "runtime_py", "device_tests", "demo"},
+    "train": {"export", "device_tests", "demo"},
+    "export": {"train", "runtime_py", "device_tests", "demo"},
+    "runtime_py": {"train", "device_tests", "demo"},
+    "device_tests": {"demo"},
+    "demo": {"train"},
 }
 
 

@@ -84,18 +84,6 @@ def test_export_litert_recipe_is_checked_up_front(tmp_path):
 
 
 
-@pytest.mark.slow
-def test_demo_runs_end_to_end(tmp_path):
-    r = runner.invoke(cli.app, ["demo", "--out", str(tmp_path), "--device", "cpu"])
-    assert r.exit_code == 0, r.output
-    for name in ("synth_rdpd_set3_dpdd", "synth_pixel4_dp_pixel", "synth_phone_w_uw_npz"):
-        assert (tmp_path / name / "contact_sheet.png").is_file()
-    for model in ("uid", "rdpd"):
-        assert (tmp_path / f"run_{model}" / "comparison.png").is_file()
-        parity = json.loads((tmp_path / "artifacts" / f"{model}-mobile" / "onnx-fp32-128x128" / "parity.json").read_text())
-        assert parity["verdict"] == "pass"
-
-
 def test_a_bug_is_reported_as_a_bug_with_its_traceback_saved(monkeypatch):
     """Any exception that is not a UserError (here a ValueError from inside a package) is a bug:
     exit 70, the message says so and names the file holding the traceback."""
