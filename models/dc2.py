@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import losses
-from .blocks import ASPPBlock, ConvAct, ResizeConv, UpConv, dynamic_filter_7x7, res_stack, upsample2, zero_mean
+from .blocks import ASPPBlock, ConvAct, ResizeConv, UpConv, dynamic_filter_7x7, res_stack, upsample2
 from .examples import box_blur, disparity, smooth_image
 from .radial import radial_map_torch
 from .spec import IMG, DataSpec, EvalTask, ModelSpec, TensorSpec, chw
