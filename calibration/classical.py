@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from calibration.kernel_stack import KernelSet, kernel_centre, magnify_kernel
+from calibration.kernel_stack import KernelSet, cell_windows, kernel_centre, magnify_kernel
 from core.errors import UserError
 
 NSR = 1e-2
@@ -105,47 +105,42 @@ def classical_deblur(left: np.ndarray, right: np.ndarray, kernels: KernelSet, ca
     wy, wx = _ramps(h, ey, band), _ramps(w, ex, band)
     out = np.zeros((h, w, c))
     chosen = np.zeros((rows, cols))
-    for i in range(rows):
-        ys = np.nonzero(wy[i] > 0)[0]
-        y0, y1 = max(int(ys[0]) - margin, 0), min(int(ys[-1]) + 1 + margin, h)
-        for j in range(cols):
-            xs = np.nonzero(wx[j] > 0)[0]
-            x0, x1 = max(int(xs[0]) - margin, 0), min(int(xs[-1]) + 1 + margin, w)
-            p = i * cols + j
-            kl, kr = cap.left[p].astype(np.float64), cap.right[p].astype(np.float64)
-            centre = kernel_centre(kl + kr)
-            L, R = left[y0:y1, x0:x1], right[y0:y1, x0:x1]
-            q = size // 2 + 1  # reflect padding: the periodic transform sees no wrap-around
-            pad = ((q, q), (q, q), (0, 0))
-            Lp, Rp = np.pad(L, pad, mode="reflect"), np.pad(R, pad, mode="reflect")
-            shape = Lp.shape[:2]
-            FL = np.fft.rfft2(Lp, axes=(0, 1))
-            FR = np.fft.rfft2(Rp, axes=(0, 1))
-            # the scale is judged on the patch's core: pixels whose blur footprint stays inside
-            # the patch (near its border the neighbour's blur shows); the whole patch if too small
-            cy0, cy1 = _core(ey[i], ey[i + 1], size)
-            cx0, cx1 = _core(ex[j], ex[j + 1], size)
-            inner = (slice(q + cy0 - y0, q + cy1 - y0), slice(q + cx0 - x0, q + cx1 - x0))
-            best = (math.inf, 0.0, None)
-            for s in scales:
-                a, b = _scaled_pair(kl, kr, float(s), size, centre)
-                KA, KB = _otf(a, shape)[..., None], _otf(b, shape)[..., None]
-                X = (np.conj(KA) * FL + np.conj(KB) * FR) / (np.abs(KA) ** 2 + np.abs(KB) ** 2 + nsr)
-                resid = np.fft.irfft2(KA * X - FL, s=shape, axes=(0, 1))[inner]
-                resid2 = np.fft.irfft2(KB * X - FR, s=shape, axes=(0, 1))[inner]
-                err = float((resid ** 2).sum() + (resid2 ** 2).sum())
-                if err < best[0]:
-                    best = (err, float(s), (a, b))
-            _, s, (a, b) = best
-            chosen[i, j] = s
-            comb = 0.5 * (a + b)
-            comb = magnify_kernel(comb, 1.0, size, kernel_centre(comb))  # re-centred: no shift
-            K = _otf(comb, shape)[..., None]
-            M = np.fft.rfft2(0.5 * (Lp + Rp), axes=(0, 1))
-            est = np.fft.irfft2(M * np.conj(K) / (np.abs(K) ** 2 + nsr), s=shape, axes=(0, 1))
-            est = est[q:q + (y1 - y0), q:q + (x1 - x0)]
-            weight = (wy[i, y0:y1, None] * wx[j, None, x0:x1])[..., None]
-            out[y0:y1, x0:x1] += weight * est
+    for i, j, y0, y1, x0, x1 in cell_windows(wy, wx, margin):
+        p = i * cols + j
+        kl, kr = cap.left[p].astype(np.float64), cap.right[p].astype(np.float64)
+        centre = kernel_centre(kl + kr)
+        L, R = left[y0:y1, x0:x1], right[y0:y1, x0:x1]
+        q = size // 2 + 1  # reflect padding: the periodic transform sees no wrap-around
+        pad = ((q, q), (q, q), (0, 0))
+        Lp, Rp = np.pad(L, pad, mode="reflect"), np.pad(R, pad, mode="reflect")
+        shape = Lp.shape[:2]
+        FL = np.fft.rfft2(Lp, axes=(0, 1))
+        FR = np.fft.rfft2(Rp, axes=(0, 1))
+        # the scale is judged on the patch's core: pixels whose blur footprint stays inside
+        # the patch (near its border the neighbour's blur shows); the whole patch if too small
+        cy0, cy1 = _core(ey[i], ey[i + 1], size)
+        cx0, cx1 = _core(ex[j], ex[j + 1], size)
+        inner = (slice(q + cy0 - y0, q + cy1 - y0), slice(q + cx0 - x0, q + cx1 - x0))
+        best = (math.inf, 0.0, None)
+        for s in scales:
+            a, b = _scaled_pair(kl, kr, float(s), size, centre)
+            KA, KB = _otf(a, shape)[..., None], _otf(b, shape)[..., None]
+            X = (np.conj(KA) * FL + np.conj(KB) * FR) / (np.abs(KA) ** 2 + np.abs(KB) ** 2 + nsr)
+            resid = np.fft.irfft2(KA * X - FL, s=shape, axes=(0, 1))[inner]
+            resid2 = np.fft.irfft2(KB * X - FR, s=shape, axes=(0, 1))[inner]
+            err = float((resid ** 2).sum() + (resid2 ** 2).sum())
+            if err < best[0]:
+                best = (err, float(s), (a, b))
+        _, s, (a, b) = best
+        chosen[i, j] = s
+        comb = 0.5 * (a + b)
+        comb = magnify_kernel(comb, 1.0, size, kernel_centre(comb))  # re-centred: no shift
+        K = _otf(comb, shape)[..., None]
+        M = np.fft.rfft2(0.5 * (Lp + Rp), axes=(0, 1))
+        est = np.fft.irfft2(M * np.conj(K) / (np.abs(K) ** 2 + nsr), s=shape, axes=(0, 1))
+        est = est[q:q + (y1 - y0), q:q + (x1 - x0)]
+        weight = (wy[i, y0:y1, None] * wx[j, None, x0:x1])[..., None]
+        out[y0:y1, x0:x1] += weight * est
     out = out.astype(np.float32)
     if squeeze:
         out = out[..., 0]

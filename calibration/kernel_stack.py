@@ -302,3 +302,17 @@ def magnify_kernel(kernel: np.ndarray, scale: float, size: int | None = None,
     if out.sum() <= 0:
         out[size // 2, size // 2] = 1.0
     return out * (total / out.sum())
+
+
+def cell_windows(wy: np.ndarray, wx: np.ndarray, margin: int):
+    """Yield ``(i, j, y0, y1, x0, x1)`` for every field cell (i, j): the rows and columns where
+    its blending ramps ``wy[i]`` / ``wx[j]`` are non-zero, widened by ``margin`` (a kernel's
+    reach) and clipped to the image. Shared by the field-varying renderer and the classical
+    per-patch deblur, which both work cell by cell and blend across the borders."""
+    h, w = wy.shape[-1], wx.shape[-1]
+    for i in range(wy.shape[0]):
+        ys = np.nonzero(wy[i] > 0)[0]
+        y0, y1 = max(int(ys[0]) - margin, 0), min(int(ys[-1]) + 1 + margin, h)
+        for j in range(wx.shape[0]):
+            xs = np.nonzero(wx[j] > 0)[0]
+            yield i, j, y0, y1, max(int(xs[0]) - margin, 0), min(int(xs[-1]) + 1 + margin, w)

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from calibration.dp_psf import PSFParams, centroid_x, dual_pixel_psf
-from calibration.kernel_stack import kernel_centre, magnify_kernel
+from calibration.kernel_stack import cell_windows, kernel_centre, magnify_kernel
 from calibration.psf_bank import PSFBank
 from synth.render import BankPSF, DPViews, render_dp
 
@@ -98,17 +98,12 @@ class FieldPSF(BankPSF):
         acc_l = np.zeros(img.shape, np.float32)
         acc_r = np.zeros(img.shape, np.float32)
         radii = []
-        for i in range(rows):
-            ys = np.nonzero(wy[i] > 0)[0]
-            y0, y1 = max(int(ys[0]) - half, 0), min(int(ys[-1]) + 1 + half, h)
-            for j in range(cols):
-                xs = np.nonzero(wx[j] > 0)[0]
-                x0, x1 = max(int(xs[0]) - half, 0), min(int(xs[-1]) + 1 + half, w)
-                views = render_dp(img[y0:y1, x0:x1], coc[y0:y1, x0:x1], self.cells[i][j], **kwargs)
-                weight = (wy[i, y0:y1, None] * wx[j, None, x0:x1])[..., None].astype(np.float32)
-                acc_l[y0:y1, x0:x1] += weight * views.left
-                acc_r[y0:y1, x0:x1] += weight * views.right
-                radii.append(views.layer_radii)
+        for i, j, y0, y1, x0, x1 in cell_windows(wy, wx, half):
+            views = render_dp(img[y0:y1, x0:x1], coc[y0:y1, x0:x1], self.cells[i][j], **kwargs)
+            weight = (wy[i, y0:y1, None] * wx[j, None, x0:x1])[..., None].astype(np.float32)
+            acc_l[y0:y1, x0:x1] += weight * views.left
+            acc_r[y0:y1, x0:x1] += weight * views.right
+            radii.append(views.layer_radii)
         if self.bank.vignetting:
             acc_l *= self._gain_map("left", h, w)
             acc_r *= self._gain_map("right", h, w)
