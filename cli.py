@@ -216,7 +216,10 @@ def synth(
     scenes: int = typer.Option(8, "--scenes", "-n", help="Number of samples."),
     size: str = typer.Option("256x256", help="Image size HxW."),
     out: Path = typer.Option(Path("data/synth"), help="Output folder (written atomically)."),
-    format: str = typer.Option("dpdd", "--format", "-f", help="dpdd (16-bit sRGB PNG), pixel (16-bit PGM) or npz."),
+    format: str = typer.Option("dpdd", "--format", "-f", help="dpdd (16-bit sRGB PNG), pixel (16-bit PGM), npz, or "
+                                "pixel4_gt: the public Pixel 4 layout (14-bit PNG pairs on black 1024) with "
+                                "gt_all_in_focus_im/ and calibration/ kernels, phone-profile scenes: a stand-in "
+                                "for a real capture set, scored by `evaluate --data`."),
     split: str = typer.Option("train", help="Split name used in file names and folders."),
     seed: int = typer.Option(0, help="Base seed: sample i uses seed (seed, i)."),
     scene_kind: str = typer.Option("mixed", help="dead_leaves, slanted_plane or mixed."),
@@ -244,7 +247,8 @@ def synth(
                               max_layers=max_layers, noise_scale=noise_scale, distortion=distortion,
                               refocus=refocus, device=device, force=force, shard=dataset.parse_shard(shard))
     part = dataset.shard_range(cfg) if shard else range(scenes)
-    bar, update = _progress(f"synth {camera} {size}" + (f" part {shard}" if shard else ""))
+    shown = "pixel4_dp" if format == "pixel4_gt" else camera
+    bar, update = _progress(f"synth {shown} {size}" + (f" part {shard}" if shard else ""))
     kept: list = []
     with bar:
         record = dataset.generate(cfg, progress=update, keep=kept if preview else None)
@@ -253,7 +257,7 @@ def synth(
                   f"record: {out / dataset.record_name(cfg)}")
     if preview:
         sheet = "contact_sheet.png" if not shard else f"contact_sheet.shard-{cfg.shard[0]}-of-{cfg.shard[1]}.png"
-        console.print(f"contact sheet: {dataset.write_preview(out, kept, f'{camera}: {scene_kind} scenes, seed {seed}', sheet)}")
+        console.print(f"contact sheet: {dataset.write_preview(out, kept, f'{shown}: {scene_kind} scenes, seed {seed}', sheet)}")
 
 
 @command(log_beside="out")

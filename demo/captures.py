@@ -25,15 +25,9 @@ from synth import samples
 from synth.dual_camera import make_dual_camera_sample
 from synth.photos import photo_textures
 from synth.scenes import random_scene
-from synth.writers import pixel_capture_name, pixel_dn16, write_pgm16, write_png16
+from synth.writers import pixel_capture_name, pixel_dn16, write_pgm16, write_png16, xin_codes
 
-XIN_BLACK, XIN_BITS = 1024, 14
 RIGHT_VIEW_GAIN = 0.8  # the white sheet's right view: how much darker the right DP view is
-
-
-def _xin_codes(x: np.ndarray) -> np.ndarray:
-    g = x[..., 0] if x.ndim == 3 else x
-    return np.round(XIN_BLACK + np.clip(g, 0, 1) * (2 ** XIN_BITS - 1)).astype(np.uint16)
 
 
 def _png(path: Path, codes: np.ndarray) -> None:
@@ -57,10 +51,10 @@ def write_pixel_burst(folder: Path, frames: list[dict]) -> list[Path]:
 def write_pixel4_png(folder: Path, frame: dict) -> Path:
     """A Xin et al. pair + white sheet; the stored right view carries the white sheet's fall-off."""
     h, w = np.asarray(frame["left"]).shape[:2]
-    _png(folder / "001_left.png", _xin_codes(np.asarray(frame["left"])))
-    _png(folder / "001_right.png", _xin_codes(np.asarray(frame["right"]) * RIGHT_VIEW_GAIN))
-    _png(folder / "calibration" / "white_sheet_left.png", _xin_codes(np.full((h, w), 0.8, np.float32)))
-    _png(folder / "calibration" / "white_sheet_right.png", _xin_codes(np.full((h, w), 0.8 * RIGHT_VIEW_GAIN, np.float32)))
+    _png(folder / "001_left.png", xin_codes(np.asarray(frame["left"])))
+    _png(folder / "001_right.png", xin_codes(np.asarray(frame["right"]) * RIGHT_VIEW_GAIN))
+    _png(folder / "calibration" / "white_sheet_left.png", xin_codes(np.full((h, w), 0.8, np.float32)))
+    _png(folder / "calibration" / "white_sheet_right.png", xin_codes(np.full((h, w), 0.8 * RIGHT_VIEW_GAIN, np.float32)))
     return folder / "001_left.png"
 
 

@@ -23,7 +23,7 @@ from synth.scenes import load_texture_folder, random_scene
 from core.atomic import atomic_dir
 from core.errors import UserError
 
-FORMATS = ("dpdd", "pixel", "npz")
+FORMATS = ("dpdd", "pixel", "npz", "pixel4_gt")  # pixel4_gt: synth.pixel4_set (public Pixel 4 layout + ground truth)
 SCENE_KINDS = ("dead_leaves", "slanted_plane", "mixed")
 RECORD_NAME = "synth_record.json"
 
@@ -96,6 +96,13 @@ def _is_pair(name: str) -> bool:
 def _validate(cfg: SynthConfig) -> None:
     if cfg.format not in FORMATS:
         raise SynthError(f"unknown format {cfg.format!r}; choose one of {', '.join(FORMATS)}")
+    if cfg.format == "pixel4_gt":
+        if cfg.camera not in ("pixel4_dp", SynthConfig.camera):
+            raise SynthError(f"the pixel4_gt format renders the Pixel 4 DP camera (--camera pixel4_dp), not {cfg.camera!r}")
+        unused = [o for o, v in (("--psf-bank", cfg.psf_bank), ("--refocus", cfg.refocus), ("--textures", cfg.textures),
+                                 ("--shard", cfg.shard != (1, 1))) if v]
+        if unused:
+            raise SynthError(f"the pixel4_gt format draws its scenes from the phone profile; it takes no {', '.join(unused)}")
     if cfg.scene_kind not in SCENE_KINDS:
         raise SynthError(f"unknown scene kind {cfg.scene_kind!r}; choose one of {', '.join(SCENE_KINDS)}")
     if cfg.scenes < 1:
@@ -131,6 +138,11 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
     are the single run's data set. The first ``keep_n`` samples are appended to ``keep`` when a
     list is given (for previews)."""
     _validate(cfg)
+    if cfg.format == "pixel4_gt":
+        from synth.pixel4_set import write_pixel4_set
+
+        return write_pixel4_set(cfg.out, cfg.scenes, cfg.size, cfg.seed, force=cfg.force, device=cfg.device,
+                                progress=progress, keep=keep, keep_n=keep_n)
     out = Path(cfg.out)
     textures = load_texture_folder(cfg.textures) if cfg.textures else None
     bank = PSFBank.load(cfg.psf_bank) if cfg.psf_bank else None

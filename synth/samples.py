@@ -111,20 +111,25 @@ def accepts_psf_bank(renderer: str) -> bool:
 
 
 def _dp_render(rng: np.random.Generator, size, camera: str | None, profile: str | None,
-               photos=None, refocus: bool = False, device="cpu", psf_bank: str | None = None):
+               photos=None, refocus: bool = False, device="cpu", psf_bank: str | None = None,
+               psf_params=None, channels: str | None = None, front_blur_px: tuple[float, float] | None = None):
     """One DP sample of ``size`` drawn from a data profile (``synth.profiles``): the camera, the
     front blur, the scene, the exposure, the noise; green-only cameras' views are copied to three
     channels, as the capture readers do; ``psf_bank`` renders with a (calibrated) PSF bank.
-    Returns (DPSample, camera)."""
+    Overrides for a fixed device (``synth.pixel4_set``): ``psf_params`` (one PSF shape instead of a
+    random draw), ``channels`` ("green"/"rgb" instead of the profile's draw), ``front_blur_px``
+    (the strongest front CoC range instead of the profile's). Returns (DPSample, camera)."""
     prof = get_profile(profile)
     cam = get_camera(camera or prof.dp_camera or RDPD_CAMERA_SETS[int(rng.integers(len(RDPD_CAMERA_SETS)))])
     if prof.grey_probability > 0:
         grey = rng.random() < prof.grey_probability
         cam = dc_replace(cam, channels="green" if grey else "rgb")
+    if channels:
+        cam = dc_replace(cam, channels=channels)
     if prof.focus_m:
         cam = dc_replace(cam, focus_distance=float(np.exp(rng.uniform(*np.log(prof.focus_m)))))
-    if prof.front_blur_px:
-        front = -float(rng.uniform(*prof.front_blur_px))
+    if front_blur_px or prof.front_blur_px:
+        front = -float(rng.uniform(*(front_blur_px or prof.front_blur_px)))
     else:
         front = -float(rng.uniform(*prof.front_blur_fraction)) * cam.max_coc_px
     near = min(max(cam.depth_range_m[0], cam.depth_for_coc(front)), 0.9 * cam.focus_distance)
@@ -135,7 +140,7 @@ def _dp_render(rng: np.random.Generator, size, camera: str | None, profile: str 
     if hi != lo:
         scene.image = scene.image * np.float32(np.exp(rng.uniform(np.log(lo), np.log(hi))))
     s = make_dp_sample(scene, cam, rng=rng, distortion=False, refocus=refocus, device=device, noise=prof.noise,
-                       psf=_bank_psf(psf_bank, rng))
+                       psf=_bank_psf(psf_bank, rng), psf_params=psf_params)
     if cam.channels == "green":
         for name in ("sharp", "left", "right", "combined", "refocused"):
             if getattr(s, name) is not None:

@@ -47,6 +47,17 @@ def pixel_dn16(image: np.ndarray, camera: CameraProfile) -> np.ndarray:
     return np.round(dn * (65535.0 / max_code)).astype(np.uint16)
 
 
+XIN_BLACK, XIN_BITS = 1024, 14  # Pixel 4 PNG layout (Xin et al.): 14-bit data on black 1024 in 16-bit PNGs
+XIN_GT_FOLDER = "gt_all_in_focus_im"  # its all-in-focus ground truth: <folder>/NNN_gt.png
+
+
+def xin_codes(image: np.ndarray) -> np.ndarray:
+    """Linear [0, 1] green values (H x W, or H x W x C: channel 0) -> the Pixel 4 PNG layout's
+    16-bit codes ``1024 + x (2^14 - 1)``."""
+    g = image[..., 0] if image.ndim == 3 else image
+    return np.round(XIN_BLACK + np.clip(g, 0, 1) * (2 ** XIN_BITS - 1)).astype(np.uint16)
+
+
 def write_pgm16(path: Path, values: np.ndarray) -> None:
     """Binary PGM (P5), maxval 65535, big-endian samples as the PGM format requires."""
     if values.dtype != np.uint16 or values.ndim != 2:

@@ -30,8 +30,8 @@ import numpy as np
 
 from core import metrics
 from core.errors import UserError
+from synth.writers import XIN_GT_FOLDER as GT_FOLDER
 
-GT_FOLDER = "gt_all_in_focus_im"
 GT_RE = re.compile(r"^(.+)_gt\.png$")
 SEARCH_PX = 32  # the ground truth's offset is searched within +-SEARCH_PX of the centred position
 UNSHARP_SIGMA, UNSHARP_AMOUNT = 1.5, 0.5  # one fixed setting for all scenes: x + 0.5 (x - G_1.5 * x)

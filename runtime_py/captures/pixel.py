@@ -16,11 +16,10 @@ import cv2
 import numpy as np
 
 from core.jsonfile import read_json
+from synth.writers import XIN_BITS, XIN_BLACK  # the layout's levels: one home, beside its writer
 from runtime_py.captures.common import Capture, CaptureError, Encoding, Layout, apply_layout, read_image_unchanged, read_pgm
 
 PIXEL_BLACK_CODE = 64.0  # 10-bit codes, Pixel DP capture app (nominal SENSOR_DYNAMIC_BLACK_LEVEL)
-XIN_BLACK = 1024.0  # Xin et al. 14-bit PNGs
-XIN_BITS = 14
 GARG_SCALE, GARG_WHITE = 16.0, 16368.0  # Garg et al.: 10-bit data x 16
 VIGNETTE_WINDOW = 101
 ANISOTROPIC_RATIO = 2016 / 756  # width / height of the Pixel DP views (2x horizontal, 4x vertical binning)
