@@ -178,14 +178,14 @@ def run_demo(cfg: DemoConfig, progress: Callable | None = None, log: Callable[[s
             if res.get("role") != runs.DUAL_CAMERA or "error" in res:
                 continue
             cap = open_capture(res["capture"])
-            inputs, _ = run_capture.model_inputs(m, cap, focus=tuple(res["focus"]), aperture=1.0)
+            inputs, rec = run_capture.model_inputs(m, cap, focus=tuple(res["focus"]), aperture=1.0)
             runner, disp = load(res["artifact"], threads=c.threads), cap.arrays["disparity"]
             folder = c.out / "sweeps"
             folder.mkdir(parents=True, exist_ok=True)
             n = c.sweep_frames
-            fs = sweeps.render(runner, m, inputs, sweeps.focus_sweep(disp, n), lambda d, t: up(d, 2 * n))
+            fs = sweeps.render(runner, m, inputs, sweeps.focus_sweep(disp, n), lambda d, t: up(d, 2 * n), rec)
             ap_targets = sweeps.aperture_sweep(disp, n)
-            aps = sweeps.render(runner, m, inputs, ap_targets, lambda d, t: up(n + d, 2 * n))
+            aps = sweeps.render(runner, m, inputs, ap_targets, lambda d, t: up(n + d, 2 * n), rec)
             bg = sweeps.background_mask(disp)
             done[m] = {"focus": sweeps.write_sweep(fs, folder, f"{m}_focus_sweep"),
                        "aperture": sweeps.write_sweep(aps, folder, f"{m}_aperture_sweep"),

@@ -45,14 +45,15 @@ def aperture_sweep(disp: np.ndarray, frames: int, max_aperture: float = 2.0) -> 
 
 
 def render(runner, model: str, inputs: dict, targets: list[tuple[str, np.ndarray]],
-           progress=None) -> list[np.ndarray]:
-    """One output frame (HxWx3 float in [0, 1]) per target defocus map, through ``runner``."""
+           progress=None, record: dict | None = None) -> list[np.ndarray]:
+    """One output frame (HxWx3 float in [0, 1]) per target defocus map, through ``runner``, in the
+    capture's encoding (``record`` of ``run_capture.model_inputs``)."""
     spec_main = get(model).main_output
     frames = []
     for i, (_, t) in enumerate(targets):
         feed = dict(inputs)
         feed[TARGET_INPUT] = np.clip(t / DEFOCUS_NORM_PX, 0, 1)[None, None].astype(np.float32)
-        out = run_capture.run(runner, model, feed)
+        out = run_capture.in_capture_encoding(model, run_capture.run(runner, model, feed), record or {})
         frames.append(np.clip(out[spec_main][0].transpose(1, 2, 0), 0, 1))
         if progress:
             progress(i + 1, len(targets))

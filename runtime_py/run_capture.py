@@ -96,7 +96,44 @@ def model_inputs(model: str, capture: Capture, *, focus: tuple[int, int] | None 
         fields = _dual_camera_fields(spec, capture, rec, focus, focus_mask, aperture, preset, align_depth)
     else:
         raise RunError(f"{model}: no capture reader for {spec.data.capture!r} captures")
+    fields = _linearised(fields, capture, rec)
     return {k: v[None] for k, v in spec.inputs_from_fields(fields).items()}, rec
+
+
+IMAGE_FIELDS = ("left", "right", "wide", "ultrawide")  # the capture's images among the spec's fields
+
+
+def _linearised(fields: dict, capture: Capture, rec: dict) -> dict:
+    """The spec's fields are linear (``models.spec``; the models train on linear renders): an
+    sRGB-encoded capture's images (iPhone, DPDD) are linearised (IEC 61966-2-1) after the
+    alignment, and ``rec["transfer"]`` tells :func:`in_capture_encoding` to encode the image
+    outputs back. Raw DP views are linear already."""
+    rec["transfer"] = capture.transfer
+    if capture.transfer != "srgb":
+        return fields
+    from synth.scenes import srgb_to_linear
+
+    names = [k for k in IMAGE_FIELDS if k in fields]
+    rec["processing"].append(f"{', '.join(names)}: sRGB-encoded values linearised (IEC 61966-2-1) for the model, "
+                             "whose fields are linear; its image outputs are encoded back to sRGB")
+    return {k: (srgb_to_linear(v).astype(np.float32) if k in names else v) for k, v in fields.items()}
+
+
+def _is_image(t) -> bool:
+    """An RGB image output in [0, 1] (not a mask, a map or a recurrent state)."""
+    return t.channels == 3 and tuple(t.value_range) == (0.0, 1.0) and not t.recurrent
+
+
+def in_capture_encoding(model: str, outputs: dict, record: dict) -> dict:
+    """``outputs`` with the image outputs encoded like the capture's images (sRGB when
+    ``record["transfer"]`` says the capture was sRGB-encoded; unchanged otherwise)."""
+    if record.get("transfer") != "srgb":
+        return outputs
+    from synth.writers import linear_to_srgb
+
+    spec = get(model)
+    return {k: (linear_to_srgb(v).astype(np.float32) if k in spec.output_names and _is_image(spec.output(k)) else v)
+            for k, v in outputs.items()}
 
 
 def _dual_pixel_fields(spec, capture: Capture, rec: dict, focus, focus_mask) -> dict:
@@ -225,13 +262,17 @@ def _to_png16(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return out[..., ::-1] if out.shape[2] == 3 else out[..., 0]
 
 
-def _comparison(spec, inputs: dict, main: np.ndarray) -> np.ndarray:
+def _comparison(spec, inputs: dict, main: np.ndarray, transfer: str | None = None) -> np.ndarray:
     """The spec's "before" image | 8 white columns | the main output, 16-bit BGR, by row blocks
-    (``before_image`` is per pixel, so it is computed on row slices of the inputs)."""
+    (``before_image`` is per pixel, so it is computed on row slices of the inputs); the before
+    image in the capture's encoding, like ``main``."""
+    from synth.writers import linear_to_srgb
+
     h, w = main.shape[-2:]
     out = np.full((h, 2 * w + 8, 3), 65535, np.uint16)
     for i in range(0, h, ROWS):
         before = spec.before_image({k: v[0, :, i:i + ROWS] for k, v in inputs.items()})
+        before = linear_to_srgb(before) if transfer == "srgb" else before
         out[i:i + ROWS, :w] = _to_png16(before[None], 0.0, 1.0)
         out[i:i + ROWS, w + 8:] = _to_png16(main[:, :3, i:i + ROWS], 0.0, 1.0)
     return out
@@ -243,13 +284,14 @@ def write_outputs(out: Path, model: str, inputs: dict, outputs: dict, record: di
     output) + run.json, published atomically: the previous folder survives a failed run.
     ``extra(tmp_folder)`` writes more files into the same folder before it is published."""
     spec = get(model)
+    outputs = in_capture_encoding(model, outputs, record)
     with atomic_dir(out, replace=force, what="outputs", error=RunError) as tmp:
         for name, arr in outputs.items():
             lo, hi = spec.output(name).value_range
             if not (np.isfinite(lo) and np.isfinite(hi)):
                 lo, hi = float(arr.min()), float(arr.max())
             _write_png(tmp / f"{name}.png", _to_png16(arr, lo, hi))
-        _write_png(tmp / "comparison.png", _comparison(spec, inputs, outputs[spec.main_output]))
+        _write_png(tmp / "comparison.png", _comparison(spec, inputs, outputs[spec.main_output], record.get("transfer")))
         if extra is not None:
             extra(tmp)
         write_json(tmp / "run.json", record, default=str, allow_nan=True)

@@ -84,6 +84,7 @@ def test_run_json_records_levels_guesses_and_every_processing_step(pixel_capture
     assert res.exit_code == 0, res.output
     rec = json.loads((out / "run.json").read_text())
     cap = rec["capture_record"]
+    assert rec["transfer"] == "linear" and not any("linearised" in step for step in rec["processing"])  # raw views
     assert cap["black_level_code"] == 64.0 and cap["white_level"] == 65535
     assert cap["level_sources"]["white_level"] == "PGM header maxval 65535"
     assert cap["guesses"][0].startswith("black_level 4099.94: nominal black level of the Pixel DP capture app")
@@ -159,6 +160,12 @@ def test_dc2_runs_on_a_uw_w_bundle(tmp_path):
     assert ins1["ultrawide"].shape == ins1["wide"].shape == (1, 3, h, w)
     out = run_capture.run(runner, "dc2", ins1)
     assert out["image"].shape == (1, 3, h, w) and out["mask_uw_half"].shape == (1, 1, h // 2, w // 2)
+    # the bundle is sRGB-encoded; the model is fed the engine's linear values and its images go back to sRGB
+    assert rec["transfer"] == "srgb" and any("linearised" in step for step in rec["processing"])
+    np.testing.assert_allclose(ins1["wide"][0].mean(axis=(1, 2)), s.wide.reshape(-1, 3).mean(0), rtol=2e-3)
+    shown = run_capture.in_capture_encoding("dc2", {"image": ins1["wide"], "mask_uw": out["mask_uw"]}, rec)
+    np.testing.assert_allclose(shown["image"][0].transpose(1, 2, 0), cap.arrays["wide"], atol=1e-5)
+    assert shown["mask_uw"] is out["mask_uw"]  # masks are not images: left alone
     assert ins1["defocus_wide"].max() == 0 and rec["wide_defocus"]["missing"]  # no lens state in meta.json
     r = CliRunner().invoke(cli.app, ["run", "--model", "uid", "--capture", str(b), "--checkpoint", str(ck),
                                      "--out", str(tmp_path / "o")])

@@ -205,12 +205,12 @@ def classical(scene: Scene) -> tuple[str, np.ndarray] | str:
 def _model_output(model: str, runner, scene: Scene) -> tuple[np.ndarray, list[str], float]:
     """The model's main output on the scene's full capture (C x H x W at the views' size)."""
     from models.registry import get
-    from runtime_py.run_capture import model_inputs, run
+    from runtime_py.run_capture import in_capture_encoding, model_inputs, run
 
     spec = get(model)
     inputs, rec = model_inputs(model, scene.capture)
     t0 = time.perf_counter()
-    out = run(runner, model, inputs, processing=rec["processing"])[spec.main_output][0]
+    out = in_capture_encoding(model, run(runner, model, inputs, processing=rec["processing"]), rec)[spec.main_output][0]
     seconds = time.perf_counter() - t0
     steps = rec["processing"][len(scene.capture.processing):]
     views = scene.capture.arrays["left"].shape[:2]

@@ -30,6 +30,7 @@ class Capture:
     record: dict = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
     processing: list = field(default_factory=list)
+    transfer: str = "linear"  # "srgb": images sRGB-encoded as stored (iPhone, DPDD); raw DP views are linear
 
     def __getattr__(self, name: str):
         arrays = self.__dict__.get("arrays", {})
@@ -58,7 +59,7 @@ class Capture:
                        next(iter(self.arrays.values())).shape[:2]))
         step = (f"resampled to square pixels: vertical x{aspect:g} (linear), columns unchanged "
                 f"({'; '.join(sizes)})")
-        return Capture(self.kind, self.path, out, rec, dict(self.meta), [*self.processing, step])
+        return Capture(self.kind, self.path, out, rec, dict(self.meta), [*self.processing, step], self.transfer)
 
     def summary(self) -> list[tuple[str, str]]:
         """(key, value) rows for a table: arrays (shape, range) then the record."""

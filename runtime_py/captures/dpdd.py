@@ -114,4 +114,4 @@ class DPDDDataset:
         steps = [f"{', '.join(arrays)}: stored 16-bit values / 65535 (sRGB-encoded as stored, not linearised)"]
         if self.landscape and self.left[i] in self._rotated:
             steps.append("portrait images rotated 90 degrees clockwise to landscape")
-        return Capture("dpdd", self.root, arrays, rec, processing=steps)
+        return Capture("dpdd", self.root, arrays, rec, processing=steps, transfer="srgb")

@@ -271,7 +271,7 @@ def read_heic(path) -> Capture:
     intr, missing = heic_intrinsics(info, xmp, depth_xmp, img.shape[1])
     rec["intrinsics"] = intr or "none found"
     rec["intrinsics_missing"] = missing
-    return Capture("iphone_heic", path, arrays, rec, {"xmp": xmp, "depth_xmp": depth_xmp}, steps)
+    return Capture("iphone_heic", path, arrays, rec, {"xmp": xmp, "depth_xmp": depth_xmp}, steps, transfer="srgb")
 
 
 # --------------------------------------------------------------------------------------------
@@ -434,4 +434,4 @@ def read_bundle(path) -> Capture:
         arrays["disparity"] = disp
         rec["disparity_range"] = [float(disp.min()), float(disp.max())]
     rec["warnings"] = warnings
-    return Capture("bundle", folder, arrays, rec, meta)
+    return Capture("bundle", folder, arrays, rec, meta, transfer="srgb")
