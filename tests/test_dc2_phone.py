@@ -74,20 +74,41 @@ def test_mask_label_is_the_per_pixel_oracle_choice():
     assert np.array_equal(tg["oracle_uw"], label) and np.allclose(tg["oracle_weight"], weight)
 
 
+def _outs(target, refined_w, refined_uw):
+    pool = torch.nn.functional.avg_pool2d
+    return {"image": target, "image_half": pool(target, 2), "image_quarter": pool(target, 4),
+            "image_eighth": pool(target, 8), "refined_w": refined_w, "refined_uw": refined_uw}
+
+
 def test_mask_bce_prefers_the_oracle_and_refiners_are_supervised():
     target = torch.rand(1, 3, 16, 16)
     label = (torch.rand(1, 1, 16, 16) > 0.5).float()
     weight = torch.rand(1, 1, 16, 16)
-    outs = {"image": target, "image_half": torch.nn.functional.avg_pool2d(target, 2),
-            "image_quarter": torch.nn.functional.avg_pool2d(target, 4),
-            "image_eighth": torch.nn.functional.avg_pool2d(target, 8),
-            "refined_w": target + 0.1, "refined_uw": target}
+    outs = {k: v for k, v in _outs(target, target + 0.1, target).items() if not k.startswith("refined")}
     right = losses.dc2_loss({**outs, "mask_uw": 0.9 * label + 0.05}, target, label, weight)
     wrong = losses.dc2_loss({**outs, "mask_uw": 0.95 - 0.9 * label}, target, label, weight)
     assert float(right["mask_bce"]) < 0.2 < float(wrong["mask_bce"])
-    assert float(right["refined_w"]) == pytest.approx(0.01, rel=1e-4) and float(right["refined_uw"]) == 0.0
-    assert float(right["loss"]) == pytest.approx(losses.LAMBDA_REFINED * 0.01 + losses.LAMBDA_MASK * float(right["mask_bce"]),
-                                                 rel=1e-4)
+    sup = losses.dc2_loss({**_outs(target, target + 0.1, target), "mask_uw": torch.full_like(label, 0.95)}, target)
+    assert float(sup["refined_w"]) == pytest.approx(0.01, rel=1e-4) and float(sup["refined_uw"]) == 0.0
+    assert float(sup["loss"]) == pytest.approx(losses.LAMBDA_REFINED * 0.01 + losses.LAMBDA_MASK * float(sup["mask_bce"]),
+                                               rel=1e-4)
+
+
+def test_mask_label_follows_the_refined_estimates_not_the_inputs():
+    """Where the refiner has deblurred W better than the refined UW, the mask must pick W even if
+    the raw UW beat the raw W there: the label compares what the blend mixes."""
+    target = torch.rand(1, 3, 16, 16)
+    left = torch.zeros(1, 1, 16, 16)
+    left[..., :8] = 1  # refined UW exact on the left half, refined W exact on the right half
+    refined_w, refined_uw = target + 0.2 * left, target + 0.2 * (1 - left)
+    raw_label = 1 - left  # the raw inputs said the opposite
+    follows = losses.dc2_loss({**_outs(target, refined_w, refined_uw), "mask_uw": 0.9 * left + 0.05},
+                              target, raw_label, torch.ones_like(left))
+    follows_raw = losses.dc2_loss({**_outs(target, refined_w, refined_uw), "mask_uw": 0.9 * raw_label + 0.05},
+                                  target, raw_label, torch.ones_like(left))
+    assert float(follows["mask_bce"]) < 0.2 < float(follows_raw["mask_bce"])
+    label, weight = losses.refined_oracle(refined_w, refined_uw, target)
+    assert torch.equal(label, left) and not weight.requires_grad
 
 
 @pytest.mark.parametrize("resize_up,grid", [(True, False), (False, True)])
