@@ -28,7 +28,7 @@ from core.atomic import atomic_dir, write_image, write_json
 from models.registry import get
 from runtime_py.captures import Capture
 from runtime_py.runners import ModelRunner
-from runtime_py.tiling import StreamingTiledRunner, TiledRunner, fit_tile
+from runtime_py.tiling import StreamingTiledRunner, TiledRunner, fit_tile, tile_starts
 from core.errors import UserError
 
 # Overlap of neighbouring tiles (px). RDPD mobile, 512x768 synthetic scene, 256 px tiles, tiled vs
@@ -166,10 +166,11 @@ def _pad_to(inputs: dict, th: int, tw: int) -> tuple[dict, tuple[int, int]]:
 
 
 def run(runner: ModelRunner, model: str, inputs: dict, overlap: int = OVERLAP, processing: list | None = None,
-        progress: Callable[[int, int], None] | None = None) -> dict:
+        progress: Callable[[int, int], None] | None = None, workers: int = 1) -> dict:
     """Run a (possibly fixed-size) runner over inputs of any size; returns NCHW outputs. A
     sequence model's state starts at zero (and, tiled, streams per tile). The padding or tiling
-    is appended to ``processing``; ``progress(done, total)`` is called after each tile."""
+    is appended to ``processing``; ``progress(done, total)`` is called after each tile;
+    ``workers`` tiles run side by side (a runner whose calls are thread-safe, ``tile_workers``)."""
     spec = get(model)
     h, w = next(iter(inputs.values())).shape[-2:]
     say = processing.append if processing is not None else (lambda _: None)
@@ -201,12 +202,13 @@ def run(runner: ModelRunner, model: str, inputs: dict, overlap: int = OVERLAP, p
         ov = min(overlap, th // 2)
         streaming = StreamingTiledRunner(runner, (th, tw), states, overlap=ov, x_name=frame_input,
                                          radial_channel=None,
-                                         state_io=tuple(spec.state_map.items()), progress=progress)
+                                         state_io=tuple(spec.state_map.items()), progress=progress,
+                                         workers=workers)
         outs = {spec.main_output: streaming(padded[frame_input])}
         say(f"streamed in {tw}x{th} tiles (overlap {ov} px, state per tile) at full resolution")
     else:
         ov = min(overlap, th // 2, tw // 2)
-        outs = TiledRunner(runner, (th, tw), overlap=ov, progress=progress)(padded)
+        outs = TiledRunner(runner, (th, tw), overlap=ov, progress=progress, workers=workers)(padded)
         if (pw, ph) != (tw, th):
             say(f"tiled at full resolution: {tw}x{th} tiles, overlap {ov} px, blended")
     H, W = padded[next(iter(padded))].shape[-2:]
@@ -328,9 +330,26 @@ def open_runner(model: str, size: tuple[int, int], *, artifact: Path | None = No
     th, tw = (fit_tile(-(-n // m) * m, tile - tile % m, overlap, m) for n in size)  # the padded image (run)
     with status(f"exporting {model} to {target.name} fp32 {th}x{tw} (cached for the next runs)"):
         cached = cached_export(checkpoint, model, target.name, (th, tw), cache_dir)
-    r = load(cached.path, threads=threads)
+    workers = tile_workers(target, size, (th, tw), overlap, threads, m)
+    r = load(cached.path, threads=max(1, threads // workers))
     return r, {"choice": choice, "runtime": r.runtime, "threads": threads, "tile": [th, tw], "overlap": overlap,
-               **cached.record()}
+               "tile_workers": workers, **cached.record()}
+
+
+def tile_workers(target, size: tuple[int, int], tile: tuple[int, int], overlap: int, threads: int,
+                 multiple: int) -> int:
+    """How many tiles run side by side: on a runtime whose calls are thread-safe
+    (``Target.concurrent_runs``), one per thread (at most one per tile), each with
+    ``threads // workers`` intra-op threads. RDPD mobile, 560x720 tiles, 2 threads, load 8: 0.49 s
+    and 0.33 CPU s a tile side by side, 0.68 s and 0.44 CPU s with two intra-op threads (their
+    per-layer barriers wait for a core a busy process holds; docs/BENCHMARKS.md)."""
+    if not target.concurrent_runs or threads <= 1:
+        return 1
+    n = 1
+    for side, t in zip(size, tile):
+        padded = -(-side // multiple) * multiple
+        n *= len(tile_starts(max(padded, t), t, min(overlap, t // 2)))
+    return max(1, min(threads, n))
 
 
 def run_on_capture(model: str, capture: Path, out: Path, *, artifact: Path | None = None,
@@ -384,7 +403,7 @@ def run_on_capture(model: str, capture: Path, out: Path, *, artifact: Path | Non
         bar, update = progress(f"{model} tiles on {r.runtime}")
     with bar:
         outputs = run(r, model, inputs, overlap=chosen.get("overlap", OVERLAP), processing=record["processing"],
-                      progress=update)
+                      progress=update, workers=chosen.get("tile_workers", 1))
     t3, c3 = time.perf_counter(), time.process_time()
     record.update({"model": model, "runtime": r.runtime, "source": r.source, "runner": chosen,
                    "seconds": {"read": round(t1 - t0, 3), "runner": round(t2 - t1, 3), "model": round(t3 - t2, 3)},

@@ -164,8 +164,11 @@ def test_threads_reach_the_runtime(setup):
     capture, ckpt, cache = setup
     fast, chosen = run_capture.open_runner("rdpd", (96, 160), checkpoint=ckpt, tile=TILE, overlap=OVERLAP,
                                            cache_dir=cache, threads=3)
-    opts = fast._backend.session.get_session_options()
-    assert opts.intra_op_num_threads == 3 and chosen["threads"] == 3
+    opts = fast._backend.session.get_session_options()  # 2 x 3 tiles: three side by side, one thread each
+    assert opts.intra_op_num_threads == 1 and chosen["threads"] == 3 and chosen["tile_workers"] == 3
+    whole, chosen = run_capture.open_runner("rdpd", (96, 160), checkpoint=ckpt, tile=256, overlap=OVERLAP,
+                                            cache_dir=cache, threads=3)  # one tile: its threads inside it
+    assert whole._backend.session.get_session_options().intra_op_num_threads == 3 and chosen["tile_workers"] == 1
     before = torch.get_num_threads()
     try:
         run_capture.open_runner("rdpd", (96, 160), checkpoint=ckpt, runner="eager", threads=1)
