@@ -309,7 +309,12 @@ def open_runner(model: str, size: tuple[int, int], *, artifact: Path | None = No
         r = load(artifact, threads=threads)
         if r.manifest.get("model") != model:
             raise RunError(f"{artifact}: artifact is of model {r.manifest.get('model')!r}, not {model!r}")
-        return r, {"choice": "artifact", "runtime": r.runtime, "artifact": str(artifact), "threads": threads}
+        workers = tile_workers(targets.get(r.manifest["target"]), size, r.size, overlap, threads,
+                               get(model).size_multiple)
+        if workers > 1:  # tiles side by side: reopened with the threads each tile gets
+            r = load(artifact, threads=max(1, threads // workers))
+        return r, {"choice": "artifact", "runtime": r.runtime, "artifact": str(artifact), "threads": threads,
+                   "tile_workers": workers}
     if choice == "eager":
         import torch
 

@@ -169,6 +169,11 @@ def test_threads_reach_the_runtime(setup):
     whole, chosen = run_capture.open_runner("rdpd", (96, 160), checkpoint=ckpt, tile=256, overlap=OVERLAP,
                                             cache_dir=cache, threads=3)  # one tile: its threads inside it
     assert whole._backend.session.get_session_options().intra_op_num_threads == 3 and chosen["tile_workers"] == 1
+    art, chosen = run_capture.open_runner("rdpd", (96, 160), artifact=Path(chosen["artifact"]), threads=2)
+    assert chosen["tile_workers"] == 1  # an artifact of the image's size: one tile, two threads inside it
+    assert art._backend.session.get_session_options().intra_op_num_threads == 2
+    art, chosen = run_capture.open_runner("rdpd", (192, 320), artifact=Path(chosen["artifact"]), threads=2)
+    assert chosen["tile_workers"] == 2 and art._backend.session.get_session_options().intra_op_num_threads == 1
     before = torch.get_num_threads()
     try:
         run_capture.open_runner("rdpd", (96, 160), checkpoint=ckpt, runner="eager", threads=1)
