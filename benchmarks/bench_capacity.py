@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models.complexity import count_macs, count_params  # noqa: E402
-from models.rdpd import RDPD, SPEC as RDPD_SPEC, RDPDConfig  # noqa: E402
+from models.rdpd import RDPD, RDPDConfig  # noqa: E402
+from models.rdpd_spec import SPEC as RDPD_SPEC  # noqa: E402
 from core import metrics  # noqa: E402
 from train.loop import build_pool, draw_batch, load_config  # noqa: E402
 

@@ -5,9 +5,9 @@ one table of their headline figures:
 - renderer speed-up over the per-layer cv2.filter2D reference at 1 thread and at 2 threads
   beside a busy process, and the fast-vs-reference PSNR (`bench_synth.py`);
 - data generation samples/s with 2 processes over 1 (`bench_synth_shards.py`), parts == 1 run;
-- exported RDPD mobile (ONNX fp32, 256x256, 2 threads) latency over PyTorch eager
+- exported RDPD mobile (ONNX fp32, 128x128, 2 threads) latency over PyTorch eager
   (`bench_export.py`);
-- `cli.py run --checkpoint` on a 0.76 MP synthetic Pixel capture, whole process, 2 threads: the
+- `cli.py run --checkpoint` on a 0.34 MP synthetic Pixel capture, whole process, 2 threads: the
   cached ONNX export tiled over eager PyTorch, its peak RSS and its parity with eager
   (`bench_run_fullres.py`; the 3 MP figure is in docs/BENCHMARKS.md).
 The last line is one JSON object of those figures plus the wall time and each script's CPU time
@@ -29,12 +29,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Small settings (issue 17: under 5 minutes on the shared box): the renderer at its benchmark size
+# (its headline), everything else tiny; the full-size figures are in docs/BENCHMARKS.md.
+EXPORT_SIZE, RUN_SIZE = "128x128", "504x672"
 JOBS = {
     "synth": ["bench_synth.py", "--repeats", "2", "--settings", "1,2busy", "--samples", "0"],
-    "shards": ["bench_synth_shards.py", "--scenes", "8", "--size", "128x128", "--processes", "1,2"],
+    "shards": ["bench_synth_shards.py", "--scenes", "4", "--size", "96x96", "--processes", "1,2"],
     "export": ["bench_export.py", "--models", "rdpd", "--targets", "onnx", "--precisions", "fp32",
-               "--size", "256x256", "--runs", "3", "--threads", "2"],
-    "run": ["bench_run_fullres.py", "--sizes", "756x1008", "--threads", "2", "--repeats", "2", "--eager-repeats", "1"],
+               "--size", EXPORT_SIZE, "--runs", "3", "--threads", "2"],
+    "run": ["bench_run_fullres.py", "--sizes", RUN_SIZE, "--threads", "2", "--repeats", "2", "--eager-repeats", "1"],
 }
 
 
@@ -99,7 +102,7 @@ def main() -> None:
         elif name == "export":
             ratio = export_ratio(fig)
             figures["rdpd_onnx_over_eager"] = ratio
-            table += [("RDPD mobile ONNX fp32 256x256 vs eager, 2 threads",
+            table += [(f"RDPD mobile ONNX fp32 {EXPORT_SIZE} vs eager, 2 threads",
                        f"{ratio:.2f}x" if ratio else "n/a", "latency ratio")]
         elif name == "run":
             figures["run_fullres_over_eager"] = fig["speedup"]

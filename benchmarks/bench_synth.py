@@ -9,6 +9,10 @@ and the training throughput (full samples per second at 256x256: scene + render 
 noise, one thread). Prints a table, the load average, then one JSON line of the figures.
 
     .venv/bin/python benchmarks/bench_synth.py [--repeats 5] [--settings 1,2,2busy] [--samples 12]
+        [--max-error E] [--size 512]
+
+``--max-error``: the pyramid's error budget (default ``synth.render.PYRAMID_MAX_ERROR``, as shipped);
+``--size``: the scene's side (the CoC range stays that of the camera: smaller is quicker, not equal).
 """
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ import torch  # noqa: E402
 from calibration.cameras import get_camera  # noqa: E402
 from calibration.dp_psf import PSFParams  # noqa: E402
 from synth.dp_sample import make_dp_sample  # noqa: E402
-from synth.render import ParametricPSF, render_dp, render_dp_reference  # noqa: E402
+from synth.render import PYRAMID_MAX_ERROR, ParametricPSF, render_dp, render_dp_reference  # noqa: E402
 from synth.scenes import dead_leaves, random_scene  # noqa: E402
 
 BUSY_SECONDS_MAX = 300  # the busy process ends by itself after this, whatever happens here
@@ -72,9 +76,11 @@ def main() -> None:
     ap.add_argument("--settings", default="1,2,2busy",
                     help="comma-separated thread settings: N, or Nbusy (N threads beside a busy process)")
     ap.add_argument("--samples", type=int, default=12, help="samples for the throughput figure (0: skip)")
+    ap.add_argument("--max-error", type=float, default=PYRAMID_MAX_ERROR, help="pyramid error budget")
+    ap.add_argument("--size", type=int, default=512, help="scene side in px")
     args = ap.parse_args()
 
-    scene = dead_leaves(512, 512, seed=7, near_m=1.0, far_m=250.0)
+    scene = dead_leaves(args.size, args.size, seed=7, near_m=1.0, far_m=250.0)
     cam = get_camera("rdpd_set3")  # focus 8 m: CoC from -40 (near) to about +10 (far)
     coc = cam.coc_px(scene.depth, quantise=False).astype(np.float32)
     psf = ParametricPSF(PSFParams(3, 0.6, 0.2))
@@ -90,7 +96,8 @@ def main() -> None:
 
         def fast():
             nonlocal out_fast
-            out_fast = render_dp(scene.image, coc, psf, max_layers=64, device="cpu", threads=threads)
+            out_fast = render_dp(scene.image, coc, psf, max_layers=64, device="cpu", threads=threads,
+                                 max_error=args.max_error)
 
         def ref():
             nonlocal out_ref
@@ -113,7 +120,8 @@ def main() -> None:
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
     t = time.perf_counter()
-    render_dp(scene.image, coc, ParametricPSF(PSFParams(9, 0.4, 0.1)), max_layers=64, device="cpu")
+    render_dp(scene.image, coc, ParametricPSF(PSFParams(9, 0.4, 0.1)), max_layers=64, device="cpu",
+              max_error=args.max_error)
     t_cold = time.perf_counter() - t
 
     sps = None
@@ -128,7 +136,7 @@ def main() -> None:
         sps = 1.0 / statistics.median(times)
     load_after = os.getloadavg()[0]
 
-    print(f"DP render 512x512, {out_fast.layer_radii.size} layers, |CoC| <= {np.abs(coc).max():.0f} px; "
+    print(f"DP render {args.size}x{args.size}, pyramid max error {args.max_error:g}, {out_fast.layer_radii.size} layers, |CoC| <= {np.abs(coc).max():.0f} px; "
           f"median of {args.repeats}, renderers alternating")
     print(f"{'threads':28s} {'reference ms':>13s} {'fast ms':>9s} {'speed-up':>9s}")
     for label, r, f, s in rows:
@@ -145,6 +153,7 @@ def main() -> None:
         "min_speedup": min(f["speedup"] for f in figures.values()),
         "fast_cold_ms": round(t_cold * 1000, 1), "psnr_db": round(min(quality), 1),
         "layers": int(out_fast.layer_radii.size), "max_coc_px": float(np.abs(coc).max()),
+        "max_error": args.max_error, "size": args.size,
         "samples_per_second_256": round(sps, 2) if sps is not None else None, "device": "cpu",
         "load_avg_1min": [round(load_before, 1), round(load_after, 1)],
     }))

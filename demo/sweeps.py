@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.dc2 import DEFOCUS_NORM_PX  # the packing of DC2's defocus-map inputs (as run_capture uses it)
+from models.dc2_spec import DEFOCUS_NORM_PX  # the packing of DC2's defocus-map inputs (as run_capture uses it)
 from models.registry import get
 from runtime_py import run_capture
 from runtime_py.defocus_maps import defocus_map

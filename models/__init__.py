@@ -1,14 +1,15 @@
 """The three networks (RDPD, DC2, UiD), their specs, shared blocks and the model registry.
 
-Each model is one file holding its network, variants (``paper``, ``mobile``, ``tiny``) and its
-``SPEC`` (``models.spec.ModelSpec``: tensors, recurrent state, data, packing, before image,
-loss, evaluation tasks); ``models.registry`` registers them, one line each. Nothing outside
+Each model is a file holding its network and variants (``paper``, ``mobile``, ``tiny``) and a
+``<name>_spec.py`` beside it holding its ``SPEC`` (``models.spec.ModelSpec``: tensors, recurrent
+state, data, packing, before image, loss, evaluation tasks), which imports PyTorch only inside the
+functions that build or feed a network; ``models.registry`` registers them, one line each. Nothing outside
 ``models/`` branches on a model's name. Imports only ``core`` of the project.
 
 Modules:
 - ``models.spec``: ``ModelSpec``, ``TensorSpec``, ``DataSpec``, ``EvalTask``.
 - ``models.registry``: ``get(name) -> ModelSpec``, ``names()``.
-- ``models.rdpd`` / ``models.dc2`` / ``models.uid``: the networks and their specs; ``forward``
+- ``models.rdpd`` / ``models.dc2`` / ``models.uid``: the networks (specs: ``models.<name>_spec``); ``forward``
   takes positional NCHW tensors and returns a tuple.
 - ``models.blocks``: conv blocks, ``ConvLSTMCell`` (seed 004 eq. 7-11), ``ASPPBlock`` (seed 001
   table 1), ``dynamic_filter_7x7`` (49 pad+slice multiply-adds), ``SymmetricKernelBank``

@@ -8,16 +8,16 @@ model name, and refuses unknown or missing keys with a clear error. Writes are a
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from torch import nn
+from typing import TYPE_CHECKING
 
 from core.jsonfile import read_json
 from core.atomic import atomic_file, write_json
 from core.hashing import sha256_path
 from core.errors import UserError
+
+if TYPE_CHECKING:  # PyTorch only where tensors are read or written: checkpoint_meta runs without it
+    import torch
+    from torch import nn
 
 FORMAT = "defocus-checkpoint"
 SCHEMA_VERSION = 1
@@ -37,10 +37,16 @@ def weights_path(path: str | Path) -> Path:
 
 
 def save_checkpoint(path: str | Path, model: nn.Module | dict, *, name: str, variant: str,
-                    dtype: torch.dtype = torch.float32, config: dict | None = None,
+                    dtype: torch.dtype | None = None, config: dict | None = None,
                     training_data: dict | None = None, steps: int = 0, metrics: dict | None = None,
                     extra: dict | None = None) -> Path:
-    """Write weights (cast to ``dtype``; fp16 halves the size) and the sidecar, atomically."""
+    """Write weights (cast to ``dtype``, float32 by default; fp16 halves the size) and the
+    sidecar, atomically."""
+    import torch
+    from safetensors.torch import save_file
+    from torch import nn
+
+    dtype = dtype or torch.float32
     state = model.state_dict() if isinstance(model, nn.Module) else model
     tensors = {k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
                for k, v in state.items()}
@@ -57,8 +63,10 @@ def save_checkpoint(path: str | Path, model: nn.Module | dict, *, name: str, var
     return wpath
 
 
-def read_checkpoint(path: str | Path, expected_model: str | None = None) -> tuple[dict, dict]:
-    """(state dict as float32 tensors, sidecar metadata), after every check."""
+def checkpoint_meta(path: str | Path, expected_model: str | None = None) -> dict:
+    """The sidecar metadata after every check that does not read the tensors (sidecar format,
+    model, the weights' sha256): what a cached export of these weights is keyed on, without
+    importing PyTorch."""
     wpath = weights_path(path)
     meta_path = sidecar_path(wpath)
     if not wpath.is_file():
@@ -75,6 +83,16 @@ def read_checkpoint(path: str | Path, expected_model: str | None = None) -> tupl
     if meta.get("sha256") != digest:
         raise CheckpointError(f"{wpath}: sha256 {digest[:12]}... does not match the sidecar's "
                               f"{str(meta.get('sha256'))[:12]}... (corrupt or replaced file)")
+    return meta
+
+
+def read_checkpoint(path: str | Path, expected_model: str | None = None) -> tuple[dict, dict]:
+    """(state dict as float32 tensors, sidecar metadata), after every check."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    meta = checkpoint_meta(path, expected_model)
+    wpath = weights_path(path)
     try:
         tensors = load_file(str(wpath))
     except (SafetensorError, OSError, ValueError) as exc:

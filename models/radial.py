@@ -7,8 +7,12 @@ image centre to the image's corner point, so corner pixels read slightly below 1
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # radial_map (NumPy) is on the runtime path, which never imports PyTorch
+    import torch
 
 
 def radial_map(
@@ -28,11 +32,12 @@ def radial_map(
         raise ValueError(
             f"crop {height}x{width} at (top={top}, left={left}) does not fit in the full image {fh}x{fw}"
         )
-    y = np.arange(top, top + height, dtype=np.float64) + 0.5 - fh / 2.0
-    x = np.arange(left, left + width, dtype=np.float64) + 0.5 - fw / 2.0
-    r = np.sqrt(y[:, None] ** 2 + x[None, :] ** 2)
     r_corner = np.sqrt((fh / 2.0) ** 2 + (fw / 2.0) ** 2)
-    return (r / r_corner).astype(np.float32)
+    # coordinates / r_corner in float64 (exact for any image size), the per-pixel hypot in float32:
+    # one float32 pass over the map instead of four float64 ones (0.36 -> 0.04 s at 3 MP)
+    y = ((np.arange(top, top + height, dtype=np.float64) + 0.5 - fh / 2.0) / r_corner).astype(np.float32)
+    x = ((np.arange(left, left + width, dtype=np.float64) + 0.5 - fw / 2.0) / r_corner).astype(np.float32)
+    return np.hypot(y[:, None], x[None, :])
 
 
 def radial_map_torch(
@@ -45,8 +50,11 @@ def radial_map_torch(
     *,
     batch: int = 1,
     device: torch.device | str | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
-    """The same map as a ``[batch, 1, height, width]`` tensor (NCHW, ready to concatenate)."""
+    """The same map as a ``[batch, 1, height, width]`` tensor (NCHW, ready to concatenate),
+    float32 unless ``dtype`` says otherwise."""
+    import torch
+
     m = torch.from_numpy(radial_map(height, width, full_height, full_width, top, left))
-    return m.to(device=device, dtype=dtype).expand(batch, 1, height, width).contiguous()
+    return m.to(device=device, dtype=dtype or torch.float32).expand(batch, 1, height, width).contiguous()

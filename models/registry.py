@@ -1,11 +1,13 @@
 """The model registry: ``get(name) -> ModelSpec`` and ``names()``.
 
-Each model lives in one file, ``models/<name>.py``, with its network, variants and its
-``SPEC`` (``models.spec.ModelSpec``); registering it is one line in ``_SPECS`` below.
+Each model lives in two files: ``models/<name>.py``, its network and variants (PyTorch), and
+``models/<name>_spec.py``, its ``SPEC`` (``models.spec.ModelSpec``), which imports PyTorch only
+inside the functions that build or feed a network, so reading a spec (``run`` on an exported
+artifact) never loads it. Registering a model is one line in ``_SPECS`` below.
 """
 from __future__ import annotations
 
-from . import dc2, promptmask, rdpd, uid
+from . import dc2_spec as dc2, promptmask_spec as promptmask, rdpd_spec as rdpd, uid_spec as uid
 from .spec import VARIANTS, ModelSpec, TensorSpec, UnknownModelError
 
 _SPECS = (

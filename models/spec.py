@@ -17,11 +17,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from torch import nn
 
 from core.errors import UserError
+
+if TYPE_CHECKING:  # PyTorch is imported where a spec builds or runs a network, never to read one
+    import torch
+    from torch import nn
 
 VARIANTS = ("paper", "mobile", "tiny")
 INF = float("inf")
@@ -205,6 +209,8 @@ class ModelSpec:
 
     def zero_state(self, variant: str, height: int, width: int, batch: int = 1) -> dict[str, torch.Tensor]:
         """The recurrent inputs at the first frame: zeros of their shapes."""
+        import torch
+
         shapes = self.input_shapes(variant, height, width, batch)
         return {n: torch.zeros(shapes[n]) for n in self.recurrent_inputs}
 
@@ -213,6 +219,8 @@ class ModelSpec:
         named inputs. A sequence model takes clips (B x T x C x H x W) of its non-recurrent inputs,
         runs them from a zero state feeding each state output back (``state_map``), and returns
         its non-state outputs stacked over T. ``variant`` defaults to the one ``build`` made."""
+        import torch
+
         if not self.is_sequence:
             return dict(zip(self.output_names, model(*[inputs[n] for n in self.input_names])))
         variant = variant or getattr(getattr(model, "module", model), "spec_variant", None)
@@ -250,6 +258,8 @@ class ModelSpec:
                        seed: int = 0, **kwargs) -> dict[str, torch.Tensor]:
         """Realistic inputs in ``spec.inputs`` order: images in [0, 1], radial map ``r/r_corner``,
         defocus maps >= 0, binary masks; deterministic for a given ``seed``."""
+        import torch
+
         shapes = self.input_shapes(variant, height, width, batch)
         g = torch.Generator().manual_seed(int(seed))
         out = self.example_fn(shapes, g, **kwargs)
@@ -276,6 +286,13 @@ def _by_name(specs: list[TensorSpec], name: str, what: str) -> TensorSpec:
             return t
     raise KeyError(f"no {what} named {name!r}; valid: {', '.join(t.name for t in specs)}")
 
+
+
+def stack_chw(*arrays: np.ndarray) -> np.ndarray:
+    """H x W (x C) arrays -> their channels stacked, C x H x W float32, in one copy (``chw`` of
+    each then a concatenation copies a 3 MP capture's 7 channels twice)."""
+    views = [np.asarray(a)[None] if np.ndim(a) == 2 else np.moveaxis(np.asarray(a), 2, 0) for a in arrays]
+    return np.concatenate(views, axis=0, dtype=np.float32)
 
 
 def chw(a: np.ndarray) -> np.ndarray:

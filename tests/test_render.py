@@ -119,11 +119,13 @@ def _dead_leaves_case(h=160, w=192, seed=3, texture="smooth"):
     return img, coc
 
 
-@pytest.mark.parametrize("texture", ["smooth", "white_noise"])
-def test_pyramid_render_equals_reference_within_50db(texture):
+@pytest.mark.parametrize("texture,seed", [("smooth", 3), ("white_noise", 3), ("white_noise", 5)])
+def test_pyramid_render_equals_reference_within_50db(texture, seed):
+    """Seed 5 with white noise is the worst of seeds 3-5: 53.7 dB at the shipped error budget
+    (1e-2), 49.0 dB at 2e-2, so a looser budget fails here."""
     from synth.render import _SpectrumCache
     import torch
-    img, coc = _dead_leaves_case(texture=texture)
+    img, coc = _dead_leaves_case(seed=seed, texture=texture)
     spectra = _SpectrumCache(PSF, torch.device("cpu"))
     fast = render_dp(img, coc, PSF, max_layers=48, device="cpu", spectra=spectra)
     ref = render_dp_reference(img, coc, PSF, max_layers=48)

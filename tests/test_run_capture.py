@@ -9,7 +9,7 @@ from calibration.cameras import get_camera
 from export import pipeline
 from export.request import ExportRequest
 from models.checkpoint import save_checkpoint
-from models.dc2 import DEFOCUS_NORM_PX
+from models.dc2_spec import DEFOCUS_NORM_PX
 from models.registry import get
 from runtime_py import run_capture
 from runtime_py.captures import open_capture

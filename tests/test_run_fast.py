@@ -137,12 +137,43 @@ def test_second_run_hits_the_cache_and_a_new_checkpoint_is_exported_again(setup,
     assert Path(fourth["artifact"], "model.onnx").is_file()
 
 
+# What a warm `run --checkpoint` (cache hit, ONNX on onnxruntime) must not import: PyTorch (1.5-2 s of
+# a 3 MP run's ~4 s), the export pipeline and the converters.
+WARM_FORBIDDEN = ("torch", "safetensors.torch", "export.pipeline", "coremltools", "executorch", "ai_edge_torch",
+                  "litert_torch", "tensorflow", "onnxscript")
+_WARM = ("import atexit, json, runpy, sys; "
+         "atexit.register(lambda: print('MODULES ' + json.dumps(sorted(sys.modules)))); "
+         "sys.argv = ['cli.py', *sys.argv[1:]]; runpy.run_path('cli.py', run_name='__main__')")
+
+
+def test_a_cache_hit_imports_neither_torch_nor_a_converter(setup, tmp_path):
+    capture, ckpt, cache = setup
+    args = ["run", "--model", "rdpd", "--capture", str(capture), "--checkpoint", str(ckpt), "--tile", "128",
+            "--cache-dir", str(cache), "--threads", "1"]
+    _run(capture, ckpt, cache, tmp_path / "cold")  # fills the cache (or hits it)
+    p = subprocess.run([sys.executable, "-c", _WARM, *args, "--out", str(tmp_path / "warm")], cwd=ROOT,
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert p.returncode == 0, p.stderr[-2000:] + p.stdout[-2000:]
+    assert json.loads((tmp_path / "warm" / "run.json").read_text())["runner"]["cache"] == "hit"
+    modules = json.loads(p.stdout.split("MODULES ", 1)[1])
+    assert "onnxruntime" in modules  # the check sees the process's imports
+    assert not [m for m in modules if m in WARM_FORBIDDEN or m.split(".")[0] in WARM_FORBIDDEN]
+
+
 def test_threads_reach_the_runtime(setup):
     capture, ckpt, cache = setup
     fast, chosen = run_capture.open_runner("rdpd", (96, 160), checkpoint=ckpt, tile=TILE, overlap=OVERLAP,
                                            cache_dir=cache, threads=3)
-    opts = fast._backend.session.get_session_options()
-    assert opts.intra_op_num_threads == 3 and chosen["threads"] == 3
+    opts = fast._backend.session.get_session_options()  # 2 x 3 tiles: three side by side, one thread each
+    assert opts.intra_op_num_threads == 1 and chosen["threads"] == 3 and chosen["tile_workers"] == 3
+    whole, chosen = run_capture.open_runner("rdpd", (96, 160), checkpoint=ckpt, tile=256, overlap=OVERLAP,
+                                            cache_dir=cache, threads=3)  # one tile: its threads inside it
+    assert whole._backend.session.get_session_options().intra_op_num_threads == 3 and chosen["tile_workers"] == 1
+    art, chosen = run_capture.open_runner("rdpd", (96, 160), artifact=Path(chosen["artifact"]), threads=2)
+    assert chosen["tile_workers"] == 1  # an artifact of the image's size: one tile, two threads inside it
+    assert art._backend.session.get_session_options().intra_op_num_threads == 2
+    art, chosen = run_capture.open_runner("rdpd", (192, 320), artifact=Path(chosen["artifact"]), threads=2)
+    assert chosen["tile_workers"] == 2 and art._backend.session.get_session_options().intra_op_num_threads == 1
     before = torch.get_num_threads()
     try:
         run_capture.open_runner("rdpd", (96, 160), checkpoint=ckpt, runner="eager", threads=1)

@@ -90,6 +90,9 @@ class Target:
     # The on-device benchmark tool that runs this target's file on Android (``cli.py bench --device
     # adb:SERIAL``; device_tests.parsers reads its log): "benchmark_model", "executor_runner" or None.
     device_bench_tool: str | None = None
+    # Its runtime runs one loaded model on several inputs at once from several threads (onnxruntime:
+    # Run is thread-safe): `run` then puts --threads tiles side by side, one intra-op thread each.
+    concurrent_runs: bool = False
 
     def capability(self, precision: str) -> str | None:
         """None when this target can export ``precision``, else the reason it cannot."""

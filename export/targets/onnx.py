@@ -153,6 +153,7 @@ TARGET = Target(
     aliases=(),
     model_file="model.onnx",
     description="ONNX (.onnx)",
+    concurrent_runs=True,
     capabilities={
         "fp32": None, "int8": None,
         "fp16": "onnxruntime's CPU provider lacks fp16 kernels for most ops, so parity cannot run here; "
