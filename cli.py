@@ -424,7 +424,8 @@ def _evaluate_captures(model, data, checkpoint, artifact, full_res, count, searc
 
 @command("run", log_beside="out")
 def run_cmd(
-    model: str = typer.Option(..., help="rdpd, dc2 or uid."),
+    model: Optional[str] = typer.Option(None, help="rdpd, dc2 or uid (default: the model the checkpoint or the "
+                                        "artifact names)."),
     capture: Path = typer.Option(..., help="A capture: Pixel DP PGM/PNG pair, Garg or DPDD folder, UW+W bundle."),
     out: Path = typer.Option(..., help="Output folder (16-bit PNG per output, comparison.png, run.json)."),
     artifact: Optional[Path] = typer.Option(None, help="An exported artifact folder (any runtime runnable here)."),

@@ -401,7 +401,27 @@ def tile_workers(target, size: tuple[int, int], tile: tuple[int, int], overlap: 
     return max(1, min(threads, n))
 
 
-def run_on_capture(model: str, capture: Path, out: Path, *, artifact: Path | None = None,
+def model_of(artifact: Path | None = None, checkpoint: Path | None = None) -> str:
+    """The model an artifact's manifest or a checkpoint's sidecar names (``run`` without
+    ``--model``); read without opening a runtime or the weights."""
+    from core.jsonfile import read_json
+    from models.checkpoint import checkpoint_meta
+
+    if checkpoint is not None:
+        name = checkpoint_meta(checkpoint).get("model")
+        where = f"{checkpoint}'s sidecar"
+    elif artifact is not None:
+        name = read_json(Path(artifact) / "manifest.json", RunError,
+                         "missing (not an artifact folder written by `cli.py export`)").get("model")
+        where = f"{Path(artifact) / 'manifest.json'}"
+    else:
+        raise RunError("give exactly one of --artifact DIR or --checkpoint PATH")
+    if not name:
+        raise RunError(f"{where} names no model; pass --model")
+    return str(name)
+
+
+def run_on_capture(model: str | None, capture: Path, out: Path, *, artifact: Path | None = None,
                    checkpoint: Path | None = None, focus: str | None = None, focus_mask: Path | None = None,
                    aperture: float = 1.0, align_depth: bool = True, threads: int = 2, force: bool = False,
                    runner: str = "auto", tile: int = TILE, cache_dir: Path | None = None,
@@ -415,13 +435,14 @@ def run_on_capture(model: str, capture: Path, out: Path, *, artifact: Path | Non
     ``box`` or ``point``, ...) for a model that takes a focus mask: the mask comes from the
     prompt, and mask.png + prompt.png are written too. Returns {"path", "outputs", "runtime",
     "runner"}; run.json's ``runner`` says what ran, ``seconds`` and ``cpu_seconds`` (all threads)
-    what each stage took."""
+    what each stage took. ``model`` None: the one the artifact or checkpoint names."""
     from runtime_py.captures import check_level_overrides, open_capture
 
     levels = {k: v for k, v in (levels or {}).items() if v is not None}
     check_level_overrides(**levels)
     if (artifact is None) == (checkpoint is None):
         raise RunError("give exactly one of --artifact DIR or --checkpoint PATH")
+    model = model or model_of(artifact, checkpoint)
     prompts = {k: v for k, v in (prompts or {}).items() if v is not None}
     prompted = any(k in prompts for k in ("prompt", "box", "point"))
     if prompted and (focus or focus_mask):

@@ -170,6 +170,10 @@ def test_dc2_runs_on_a_uw_w_bundle(tmp_path):
     r = CliRunner().invoke(cli.app, ["run", "--model", "uid", "--capture", str(b), "--checkpoint", str(ck),
                                      "--out", str(tmp_path / "o")])
     assert r.exit_code == 2  # a dc2 checkpoint asked to be uid
+    r = CliRunner().invoke(cli.app, ["run", "--capture", str(b), "--checkpoint", str(ck), "--runner", "eager",
+                                     "--out", str(tmp_path / "inferred")])  # no --model: the checkpoint names it
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "inferred" / "run.json").read_text())["model"] == "dc2"
     for flag, mode in (("--align-depth", "depth"), ("--no-align-depth", "dis")):  # the run records its flow
         o = tmp_path / f"run{flag}"
         r = CliRunner().invoke(cli.app, ["run", "--model", "dc2", "--capture", str(b), "--checkpoint", str(ck),
