@@ -240,3 +240,25 @@ def test_mean_lock_survives_the_clamp_on_a_dark_scene():
     out = gated(wide, pred, g, mean_lock=True)
     assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
     assert rel(out) < 0.001, rel(out)
+
+
+def test_gate_floor_lets_the_refined_estimate_into_in_focus_pixels_and_keeps_the_colour():
+    """gate_floor 0: W's in-focus pixels (defocus_wide == defocus_target) come out exactly; 1 (the
+    mobile variant): the refined estimate everywhere, W's channel means still kept by the mean lock."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    ex = get("dc2").example_inputs(32, 32, variant="tiny")
+    ex["defocus_target"] = ex["defocus_wide"].clone()  # nothing to refocus: g = 0 everywhere
+    model = DC2(DC2_VARIANTS["tiny"]).eval()
+    for p in model.parameters():  # a perturbed net: the refiners change the image
+        p.data += 0.05 * torch.randn_like(p)
+    outs = {}
+    for floor in (0.0, 1.0):
+        model.config = replace(DC2_VARIANTS["tiny"], gate_floor=floor)
+        with torch.no_grad():
+            outs[floor] = model(*ex.values())[0]
+    assert DC2_VARIANTS["mobile"].gate_floor == 1.0
+    assert torch.equal(outs[0.0], ex["wide"].clamp(0, 1))
+    assert (outs[1.0] - ex["wide"]).abs().max() > 1e-3
+    torch.testing.assert_close(outs[1.0].mean(dim=(-2, -1)), ex["wide"].mean(dim=(-2, -1)), atol=2e-3, rtol=0)
