@@ -81,6 +81,8 @@ def captures_section(cfg, res: dict, assets: Path) -> str:
 
     items = [("pixel_burst", res["pixel_burst"][0], "Pixel DP burst (capture-app PGM), first frame"),
              ("pixel4_png", res["pixel4_png"], "Pixel 4 DP pair, 14-bit PNG + white sheet (Xin et al. layout)"),
+             ("dpdd_objects", res["dpdd_objects"], "DPDD-layout DP pair (Canon, RGB) of named objects: "
+              + ", ".join(o["name"] for o in res["objects"])),
              ("iphone_bundle", res["iphone_bundle"], "iPhone-style UW + W bundle with disparity")]
     figs = []
     for name, path, caption in items:
@@ -173,10 +175,25 @@ def runs_section(cfg, res: dict, assets: Path) -> str:
         else:
             what = f"{m}: refocus on the prompt {r['prompt']['flag']} (DP views' mean | output)"
             rep = (f"{PY} run --model {m} --capture {r['capture']} --artifact {r['artifact']} {r['prompt']['flag']} "
-                   f"--out out/{m}")
+                   f"--out out/{m}   # + mask.png, prompt.png")
         shown = " (linear sensor data, shown exposed and sRGB-encoded)" if kind in LINEAR_KINDS else ""
-        parts.append(f"<div class='big'>{fig('assets/' + name, what + ' on ' + r['runtime'] + shown)}</div>" + cmd(rep))
+        parts.append(f"<div class='big'>{fig('assets/' + name, what + ' on ' + r['runtime'] + shown)}</div>")
+        if r["role"] == "prompted":
+            parts.append(prompt_part(m, r, assets))
+        parts.append(cmd(rep))
     return "".join(parts)
+
+
+def prompt_part(m: str, r: dict, assets: Path) -> str:
+    """The prompted run's figure (prompt on the input, the mask, the result) and how well the mask
+    matches the named object's true region."""
+    rec = json.loads((Path(r["path"]) / "run.json").read_text()).get("prompt") or {}
+    shutil.copy2(Path(r["path"]) / "prompt.png", assets / f"prompt_{m}.png")
+    iou = f"; IoU with the true region of {r['prompt']['text']!r}: {r['mask_iou']:.2f}" if "mask_iou" in r else ""
+    return (f"<div class='big'>{fig(f'assets/prompt_{m}.png', 'prompt, mask, refocused result')}</div>"
+            f"<p>The text prompt &quot;{_e(r['prompt']['text'])}&quot; -> MiniLM query -> the prompt mask head "
+            f"({_e(rec.get('mask_runtime', '?'))}) on the DP views: {_e(rec.get('pixels', '?'))} px, confidence "
+            f"{_e(rec.get('confidence', '?'))}{_e(iou)}; {_e(m)} then refocuses on the mask (seed 003).</p>")
 
 
 def section_c(cfg, res: dict, assets: Path) -> str:

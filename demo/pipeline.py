@@ -20,7 +20,7 @@ from typing import Callable
 from core.atomic import write_json
 from core.errors import UserError
 
-VERSION = 1  # bump when a stage's output format changes
+VERSION = 2  # bump when a stage's output format changes
 STAGES = ("captures", "calibrate", "export", "parity", "run", "sweeps", "bench", "page")
 
 
@@ -160,9 +160,10 @@ def run_demo(cfg: DemoConfig, progress: Callable | None = None, log: Callable[[s
                 out[m]["all_in_focus"] = runs.run_one(m, art, caps["iphone_bundle"], c.out / "runs" / f"{m}_aif",
                                                       aperture=0.0, threads=c.threads)
             else:
-                prompt = runs.refocus_prompt(c.capture_size)
-                out[m] = {"role": what, "capture": caps["pixel4_png"], "prompt": prompt,
-                          **runs.run_one(m, art, caps["pixel4_png"], dest, threads=c.threads, **prompt["kwargs"])}
+                prompt = runs.refocus_prompt(caps["objects"])
+                out[m] = {"role": what, "capture": caps["dpdd_objects"], "prompt": prompt,
+                          **runs.run_one(m, art, caps["dpdd_objects"], dest, threads=c.threads, **prompt["kwargs"])}
+                out[m]["mask_iou"] = runs.mask_iou(dest, Path(caps["objects_labels"]), prompt["object"])
             out[m]["artifact"] = str(art)
             up(i + 1, len(models))
         return out
