@@ -515,6 +515,9 @@ def demo(
     report: Path = typer.Option(Path("reports/demo"), help="The page: REPORT/index.html and its assets."),
     redo: str = typer.Option("", help="Stages to run again even if unchanged, comma-separated (captures, "
                              "calibrate, export, parity, run, sweeps, bench) or all."),
+    all_exports: bool = typer.Option(False, "--all-exports", help="Also DC2's slowest conversions (ExecuTorch "
+                                     "fp32/int8, ExecuTorch-Core ML, ONNX int8: about 13 more minutes on 2 cores), "
+                                     "left out by default to keep the demo within 20 minutes."),
 ) -> None:
     """The whole toolchain on bundled defaults, CPU only, no network: sample captures in the device
     formats, calibration, export to every target with verification, a parity bundle, the models on
@@ -522,6 +525,8 @@ def demo(
     from demo.pipeline import DemoConfig, run_demo
 
     cfg = DemoConfig(out=out, report=report, redo=tuple(s.strip() for s in redo.split(",") if s.strip()))
+    if all_exports:
+        cfg.skip = ()
     res = run_demo(cfg, progress=_progress, log=lambda s: console.print(f"[dim]{s}[/]", soft_wrap=True))
     console.print(_table("demo: stage times", ("stage", "status", "seconds", "CPU s"),
                          [(t["stage"], t["status"], f"{t['seconds']:.1f}", f"{t.get('cpu_seconds') or 0:.1f}")

@@ -119,8 +119,8 @@ def calibration_section(cfg, res: dict, assets: Path) -> str:
 
 def export_section(cfg, rows: list[dict]) -> str:
     def verdict(r):
-        if r["status"] == "refused":
-            return "refused"
+        if r["status"] in ("refused", "skipped"):
+            return r["status"]
         if r["verdict"] == "not run":
             return "converted, not run"
         return r["verdict"]
@@ -131,7 +131,10 @@ def export_section(cfg, rows: list[dict]) -> str:
     h, w = cfg.export_size
     return ("<h2>3. Export to every target, verified on the real runtimes</h2>"
             "<p>Worst output PSNR against PyTorch fp32 (random / realistic inputs). Core ML converts on Linux "
-            "but runs only on macOS: <i>converted, not run</i>, no parity is claimed.</p>"
+            "but runs only on macOS: <i>converted, not run</i>, no parity is claimed. <i>skipped</i>: DC2's slowest "
+            "conversions (its graph is the largest; ExecuTorch int8 alone takes about 7 minutes on a quiet 2-core "
+            "machine) are left out of the default demo to keep <code>make demo</code> within 20 minutes; each row "
+            "gives its command, and <code>python cli.py demo --all-exports</code> makes them all.</p>"
             + table(("model", "target", "precision", "verdict", "PSNR rnd dB", "PSNR real dB", "MB", "seconds", "note"),
                     body)
             + cmd(*[f"{PY} export --model all --target all --precision {p} --size {h}x{w} --calibration-count "

@@ -22,13 +22,23 @@ from runtime_py.runners import load
 SEQUENCE_MODEL, DUAL_CAMERA, PROMPTED = "sequence", "dual_camera", "prompted"
 
 
-def role(model: str) -> str:
+def role(model: str) -> str | None:
     """What the demo does with a model: a sequence model runs on the burst, a dual-camera model on
-    the bundle, any other DP model (a focus input) on the PNG pair with a prompt."""
+    the bundle, a DP model that takes a focus mask on the object scene with a text prompt. None for
+    the others (the prompt mask head: it runs inside the prompted run, from its checkpoint)."""
     spec = get(model)
     if spec.data.capture == "dual_camera":
         return DUAL_CAMERA
-    return SEQUENCE_MODEL if spec.is_sequence else PROMPTED
+    if spec.is_sequence:
+        return SEQUENCE_MODEL
+    return PROMPTED if "focus_mask" in spec.data.fields else None
+
+
+def demo_models() -> list[str]:
+    """The registered models the demo exports and runs (those with a :func:`role`)."""
+    from models.registry import names
+
+    return [m for m in names() if role(m) is not None]
 
 
 def refocus_prompt(objects: list[dict], which: int = 0) -> dict:

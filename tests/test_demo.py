@@ -143,8 +143,22 @@ def test_the_page_check_sees_loaded_and_broken_media(tmp_path, caps):
     ok = check_page(tmp_path / "ok.html", tmp_path / "shot.png", height=200, settle=1.0)
     assert [i["ok"] for i in ok["images"]] == [True, True] and ok["videos"][0]["ok"] and not ok["errors"]
     assert cv2.imread(str(tmp_path / "shot.png")).shape[:2] == (200, 1280)
+    (tmp_path / "tall.html").write_text("<!doctype html><title>t</title><body style='margin:0'>"
+                                        "<div style='height:3000px;background:linear-gradient(red,blue)'></div>")
+    check_page(tmp_path / "tall.html", tmp_path / "full.png", height=200, settle=0.2, full_page=True, scale=0.5)
+    assert cv2.imread(str(tmp_path / "full.png")).shape[:2] == (1500, 640)  # the whole page, half size
     bad = check_page(tmp_path / "bad.html", height=200, settle=0.5)
     assert not bad["images"][0]["ok"] and any("boom" in e for e in bad["errors"])
+
+
+def test_a_screenshot_is_shrunk_under_its_byte_limit(tmp_path):
+    from demo.browser import shrink_png
+
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(tmp_path / "s.png"), rng.integers(0, 256, (400, 600, 3), dtype=np.uint8))
+    assert (tmp_path / "s.png").stat().st_size > 300_000
+    assert shrink_png(tmp_path / "s.png", 100_000) == (tmp_path / "s.png").stat().st_size <= 100_000
+    assert cv2.imread(str(tmp_path / "s.png")).shape[0] in (400, 200, 100, 50)
 
 
 @pytest.mark.slow
