@@ -528,10 +528,14 @@ def demo(
     if all_exports:
         cfg.skip = ()
     res = run_demo(cfg, progress=_progress, log=lambda s: console.print(f"[dim]{s}[/]", soft_wrap=True))
-    console.print(_table("demo: stage times", ("stage", "status", "seconds", "CPU s"),
-                         [(t["stage"], t["status"], f"{t['seconds']:.1f}", f"{t.get('cpu_seconds') or 0:.1f}")
-                          for t in res["times"]] + [("total", "", f"{sum(t['seconds'] for t in res['times']):.1f}", "")],
-                         right=("seconds", "CPU s")))
+    t = res["times"]
+    first = lambda x, k: f"{x[k]:.1f}" if x.get(k) is not None else ""  # noqa: E731
+    console.print(_table("demo: stage times", ("stage", "status", "seconds", "CPU s", "first run s", "first run CPU s"),
+                         [(x["stage"], x["status"], f"{x['seconds']:.1f}", f"{x.get('cpu_seconds') or 0:.1f}",
+                           first(x, "first_seconds"), first(x, "first_cpu_seconds")) for x in t]
+                         + [("total", "", f"{sum(x['seconds'] for x in t):.1f}", "",
+                             f"{sum(x.get('first_seconds') or x['seconds'] for x in t):.1f}", "")],
+                         right=("seconds", "CPU s", "first run s", "first run CPU s")))
     console.print(f"[green]page:[/] {res['page'].resolve()}", soft_wrap=True)
 
 
