@@ -124,6 +124,10 @@ def test_the_export_plan_covers_every_target_and_names_refusals(tmp_path):
     assert done == {(m, t, p) for m in names() for t in targets.names() for p in ("fp32", "int8")}
     assert refused and all(r["reason"] for r in refused)
     assert all(exports.reusable(r) is None for r in reqs)  # nothing exported yet
+    reqs2, rows2 = exports.plan((32, 32), ("fp32", "int8"), tmp_path, 2, skip=exports.SKIPPED)
+    skipped = {(r["model"], r["target"], r["precision"]): r["reason"] for r in rows2 if r["status"] == "skipped"}
+    assert set(skipped) == set(exports.SKIPPED) and len(reqs2) == len(reqs) - len(skipped)
+    assert all(f"export --model {m} --target {t} --precision {p} " in why for (m, t, p), why in skipped.items())
 
 
 def test_cli_demo_refuses_an_unknown_stage(tmp_path):
