@@ -516,7 +516,7 @@ def demo(
     redo: str = typer.Option("", help="Stages to run again even if unchanged, comma-separated (captures, "
                              "calibrate, export, parity, run, sweeps, bench) or all."),
     all_exports: bool = typer.Option(False, "--all-exports", help="Also DC2's slowest conversions (ExecuTorch "
-                                     "fp32/int8, ExecuTorch-Core ML, ONNX int8: about 13 more minutes on 2 cores), "
+                                     "fp32/int8, ExecuTorch-Core ML, ONNX int8: about 17 more minutes of CPU), "
                                      "left out by default to keep the demo within 20 minutes."),
 ) -> None:
     """The whole toolchain on bundled defaults, CPU only, no network: sample captures in the device
