@@ -111,10 +111,13 @@ def _console_errors(events: list[dict]) -> list[str]:
 
 
 def check_page(page: str | Path, screenshot: str | Path | None = None, width: int = 1280, height: int = 2400,
-               settle: float = 3.0, timeout: float = 60.0, chromium: str | None = None) -> dict:
+               settle: float = 3.0, timeout: float = 60.0, chromium: str | None = None, full_page: bool = False,
+               scale: float = 1.0, max_height: int = 12000, max_bytes: int | None = None) -> dict:
     """Load ``page`` (a local HTML file) in headless Chromium; returns {"images", "videos",
     "errors", "title"} (errors: console errors, uncaught exceptions, failed loads) and writes a PNG
-    ``screenshot`` of the top ``height`` pixels when given."""
+    ``screenshot`` when given: the top ``height`` CSS pixels, or with ``full_page`` the whole page
+    (up to ``max_height``), scaled by ``scale`` (DevTools ``Page.captureScreenshot``'s clip) and
+    shrunk to at most ``max_bytes`` (:func:`shrink_png`)."""
     exe = chromium or find_chromium()
     if exe is None:
         raise BrowserError("no chromium on PATH (install it with `make browser`)")
@@ -144,14 +147,40 @@ def check_page(page: str | Path, screenshot: str | Path | None = None, width: in
             media = json.loads(s.call("Runtime.evaluate", expression=MEDIA_JS, returnByValue=True)["result"]["value"])
             s.wait_event("__drain__", 0.5)
             if screenshot:
-                shot = s.call("Page.captureScreenshot", format="png")
+                h = height
+                if full_page:
+                    size = s.call("Page.getLayoutMetrics")["cssContentSize"]
+                    h = int(min(max(size["height"], 1), max_height))
+                    s.call("Emulation.setDeviceMetricsOverride", width=width, height=h, deviceScaleFactor=1,
+                           mobile=False)
+                    time.sleep(0.5)  # layout and paint at the new height
+                shot = s.call("Page.captureScreenshot", format="png", captureBeyondViewport=full_page,
+                              clip={"x": 0, "y": 0, "width": width, "height": h, "scale": scale})
                 Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
                 Path(screenshot).write_bytes(base64.b64decode(shot["data"]))
+                if max_bytes:
+                    shrink_png(Path(screenshot), max_bytes)
             s.ws.close()
             return {**media, "errors": _console_errors(s.events)}
         finally:
             os.killpg(proc.pid, 15)
             proc.wait(timeout=30)
+
+
+def shrink_png(path: Path, max_bytes: int) -> int:
+    """Keep a screenshot under ``max_bytes`` for the repository: a 256-colour palette first, then
+    halve its size until it fits. Returns the final size in bytes."""
+    from PIL import Image
+
+    if path.stat().st_size <= max_bytes:
+        return path.stat().st_size
+    with Image.open(path) as im:
+        rgb = im.convert("RGB")
+    while True:
+        rgb.quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(path, optimize=True)
+        if path.stat().st_size <= max_bytes or min(rgb.size) < 64:
+            return path.stat().st_size
+        rgb = rgb.resize((rgb.width // 2, rgb.height // 2), Image.LANCZOS)
 
 
 def _port(profile: Path, proc: subprocess.Popen, timeout: float) -> int:
@@ -166,15 +195,22 @@ def _port(profile: Path, proc: subprocess.Popen, timeout: float) -> int:
     raise BrowserError(f"chromium's DevTools did not come up within {timeout:g} s")
 
 
+SHOT_SCALE, SHOT_MAX_BYTES = 0.5, 500_000  # docs/demo_report.png: the whole page at half size, < 500 KB
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m demo.browser PAGE [SCREENSHOT]``: check a page, print what failed, exit 1 if anything did."""
+    """``python -m demo.browser PAGE [SCREENSHOT]``: check a page, print what failed, exit 1 if
+    anything did; the screenshot is the whole page at half size, under 500 KB."""
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not args:
         print("usage: python -m demo.browser PAGE.html [SCREENSHOT.png]")
         return 2
-    res = check_page(args[0], args[1] if len(args) > 1 else None)
+    res = check_page(args[0], args[1] if len(args) > 1 else None, full_page=True, scale=SHOT_SCALE,
+                     max_bytes=SHOT_MAX_BYTES)
+    if len(args) > 1:
+        print(f"screenshot: {args[1]} ({Path(args[1]).stat().st_size / 1e3:.0f} KB)")
     bad = [f"image {i['src']}" for i in res["images"] if not i["ok"]] + \
           [f"video {v['src']} (readyState {v['readyState']})" for v in res["videos"] if not v["ok"]] + res["errors"]
     print(f"{args[0]}: {len(res['images'])} images, {len(res['videos'])} videos, {len(res['errors'])} console errors")

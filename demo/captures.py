@@ -6,6 +6,9 @@
   14-bit data on black 1024 in 16-bit PNG) with ``calibration/white_sheet_{left,right}.png``
   (the right view is darker, as real DP views are: the reader's vignetting correction undoes it),
   for UiD;
+- ``dpdd_objects/``: a DPDD-layout DP pair (Canon, RGB, ``test_{c,l,r}/source``) of a scene of named
+  objects (:data:`PROMPT_OBJECTS`, ``synth.prompt_scenes``), for UiD's text prompt; beside it
+  ``objects.json`` (names, CoCs) and ``objects_labels.png`` (0 background, i = object i), the truth;
 - ``iphone_bundle/``: an iPhone-style UW+W bundle (``wide.png``, ``ultrawide.png`` at twice the
   field of view and half the resolution, ``disparity.png`` as 16-bit codes of 1/m with its range
   in ``meta.json``, focal lengths and the W lens state), for DC2.
@@ -27,6 +30,8 @@ from synth.photos import photo_textures
 from synth.scenes import random_scene
 from synth.writers import pixel_capture_name, pixel_dn16, write_pgm16, write_png16, xin_codes
 
+# the named objects of the prompt scene (colour, shape, texture): ones the starter mask head finds
+PROMPT_OBJECTS = (("blue", "disc", "plain"), ("orange", "cross", "striped"), ("yellow", "square", "checked"))
 RIGHT_VIEW_GAIN = 0.8  # the white sheet's right view: how much darker the right DP view is
 
 
@@ -85,6 +90,23 @@ def write_bundle(folder: Path, size: tuple[int, int], seed: int) -> Path:
     return folder
 
 
+def write_object_scene(folder: Path, size: tuple[int, int], seed: int) -> dict:
+    """A named-object scene (:data:`PROMPT_OBJECTS`) through the layered DP renderer, in DPDD layout,
+    with its truth; returns {"objects": [...], "labels": file name}."""
+    from synth.prompt_scenes import object_scene, render_dp
+    from synth.writers import write_dpdd_sample
+
+    rng = np.random.default_rng([seed, 4])
+    sc = object_scene(rng, size, "train", attributes=list(PROMPT_OBJECTS))
+    write_dpdd_sample(folder, "test", "objects", render_dp(sc, rng))
+    _png(folder / "objects_labels.png", sc.labels.astype(np.uint8))
+    objects = [{"index": i + 1, "name": o.name, "colour": o.colour, "shape": o.shape, "texture": o.texture,
+                "coc_px": round(o.coc, 3)} for i, o in enumerate(sc.objects)]
+    (folder / "objects.json").write_text(json.dumps({"objects": objects, "background_coc_px": sc.background_coc,
+                                                     "labels": "objects_labels.png"}, indent=1))
+    return {"objects": objects, "labels": "objects_labels.png"}
+
+
 def make_captures(out: Path, burst_size: tuple[int, int], size: tuple[int, int], frames: int = 4,
                   seed: int = 0) -> dict:
     """Write the three capture sets under ``out`` (replaced whole); returns their paths."""
@@ -94,6 +116,9 @@ def make_captures(out: Path, burst_size: tuple[int, int], size: tuple[int, int],
     with atomic_dir(out, replace=True, what="demo captures") as work:
         lefts = write_pixel_burst(work / "pixel_burst", burst)
         png = write_pixel4_png(work / "pixel4_png", single[0])
+        scene = write_object_scene(work / "dpdd_objects", size, seed)
         write_bundle(work / "iphone_bundle", size, seed)
     return {"pixel_burst": [str(out / "pixel_burst" / p.name) for p in lefts],
-            "pixel4_png": str(out / "pixel4_png" / png.name), "iphone_bundle": str(out / "iphone_bundle")}
+            "pixel4_png": str(out / "pixel4_png" / png.name), "iphone_bundle": str(out / "iphone_bundle"),
+            "dpdd_objects": str(out / "dpdd_objects"), "objects": scene["objects"],
+            "objects_labels": str(out / "dpdd_objects" / scene["labels"])}

@@ -20,7 +20,7 @@ from typing import Callable
 from core.atomic import write_json
 from core.errors import UserError
 
-VERSION = 1  # bump when a stage's output format changes
+VERSION = 2  # bump when a stage's output format changes
 STAGES = ("captures", "calibrate", "export", "parity", "run", "sweeps", "bench", "page")
 
 
@@ -39,6 +39,7 @@ class DemoConfig:
     calibration_count: int = 4
     models: tuple[str, ...] | None = None
     targets: tuple[str, ...] | None = None
+    skip: tuple[tuple[str, str, str], ...] = field(default_factory=lambda: exports_skipped())  # (model, target, precision)
     calib: dict = field(default_factory=lambda: {"shape": (480, 576), "chart_size": (1000, 800), "grid": (2, 3),
                                                  "kernel_size": 31, "iterations": 40})
     sweep_frames: int = 12
@@ -50,6 +51,12 @@ class DemoConfig:
     @property
     def store(self) -> Path:
         return self.out / "results" / "device_results.sqlite"
+
+
+def exports_skipped() -> tuple:
+    from demo.exports import SKIPPED
+
+    return SKIPPED
 
 
 def _key(*parts) -> str:
@@ -103,11 +110,9 @@ def run_demo(cfg: DemoConfig, progress: Callable | None = None, log: Callable[[s
     """Run (or reuse) every stage; returns {"results", "times", "page"}."""
     from demo import calibrate, captures, exports, runs, sweeps
     from demo.page import write_page
-    from models.registry import names
-
     cfg.out = Path(cfg.out)
     r = Runner(cfg, progress, log)
-    models = list(cfg.models or names())
+    models = list(cfg.models or runs.demo_models())
     hashes = checkpoint_hashes(models)
     c = cfg
 
@@ -119,9 +124,10 @@ def run_demo(cfg: DemoConfig, progress: Callable | None = None, log: Callable[[s
 
     def do_export(up):
         reqs, refused = exports.plan(c.export_size, c.precisions, c.out / "artifacts", c.calibration_count,
-                                     models=models, targets=c.targets)
+                                     models=models, targets=c.targets, skip=c.skip)
         return {"rows": exports.export_all(reqs, progress=up, log=r.log) + refused}
-    exp = r.stage("export", [c.export_size, c.precisions, c.calibration_count, models, c.targets, hashes], do_export)
+    exp = r.stage("export", [c.export_size, c.precisions, c.calibration_count, models, c.targets, hashes,
+                             sorted(c.skip)], do_export)
     rows = exp["rows"]
 
     def do_parity(up):
@@ -159,10 +165,14 @@ def run_demo(cfg: DemoConfig, progress: Callable | None = None, log: Callable[[s
                                          threads=c.threads)}
                 out[m]["all_in_focus"] = runs.run_one(m, art, caps["iphone_bundle"], c.out / "runs" / f"{m}_aif",
                                                       aperture=0.0, threads=c.threads)
+            elif what == runs.PROMPTED:
+                prompt = runs.refocus_prompt(caps["objects"])
+                out[m] = {"role": what, "capture": caps["dpdd_objects"], "prompt": prompt,
+                          **runs.run_one(m, art, caps["dpdd_objects"], dest, threads=c.threads, **prompt["kwargs"])}
+                out[m]["mask_iou"] = runs.mask_iou(dest, Path(caps["objects_labels"]), prompt["object"])
             else:
-                prompt = runs.refocus_prompt(c.capture_size)
-                out[m] = {"role": what, "capture": caps["pixel4_png"], "prompt": prompt,
-                          **runs.run_one(m, art, caps["pixel4_png"], dest, threads=c.threads, **prompt["kwargs"])}
+                out[m] = {"error": "the demo has no run for this model (it takes no capture on its own)"}
+                continue
             out[m]["artifact"] = str(art)
             up(i + 1, len(models))
         return out
@@ -199,7 +209,8 @@ def run_demo(cfg: DemoConfig, progress: Callable | None = None, log: Callable[[s
         return {"rows": len(stored), "store": str(c.store)}
     r.stage("bench", [r.keys["export"], c.bench], do_bench)
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     page = write_page(cfg, r.results, r.times)
-    r.times.append({"stage": "page", "seconds": round(time.perf_counter() - t0, 1), "status": "ran"})
+    r.times.append({"stage": "page", "seconds": round(time.perf_counter() - t0, 1),
+                    "cpu_seconds": round(time.process_time() - c0, 1), "status": "ran"})
     return {"results": r.results, "times": r.times, "page": page, "config": asdict(cfg)}

@@ -1,7 +1,8 @@
 """The demo's model runs on its sample captures, through exported artifacts (``cli.py run``'s code):
 the DP restoration model on the Pixel burst (its recurrent state carried frame to frame), the
 dual-camera model on the UW+W bundle (refocus, and all-in-focus for the intermediate outputs of
-seed 001 section C), the prompted refocusing model on the Pixel 4 PNG pair.
+seed 001 section C), the prompted refocusing model on the DPDD-layout scene of named objects with a
+text prompt (``cli.py run --prompt``: the prompt mask head finds the region, the model refocuses on it).
 
 Which model takes which capture comes from the specs (``data.capture``, ``is_sequence``,
 ``state_map``), not from names. The refocusing prompt is one place: :func:`refocus_prompt`.
@@ -21,21 +22,38 @@ from runtime_py.runners import load
 SEQUENCE_MODEL, DUAL_CAMERA, PROMPTED = "sequence", "dual_camera", "prompted"
 
 
-def role(model: str) -> str:
+def role(model: str) -> str | None:
     """What the demo does with a model: a sequence model runs on the burst, a dual-camera model on
-    the bundle, any other DP model (a focus input) on the PNG pair with a prompt."""
+    the bundle, a DP model that takes a focus mask on the object scene with a text prompt. None for
+    the others (the prompt mask head: it runs inside the prompted run, from its checkpoint)."""
     spec = get(model)
     if spec.data.capture == "dual_camera":
         return DUAL_CAMERA
-    return SEQUENCE_MODEL if spec.is_sequence else PROMPTED
+    if spec.is_sequence:
+        return SEQUENCE_MODEL
+    return PROMPTED if "focus_mask" in spec.data.fields else None
 
 
-def refocus_prompt(shape: tuple[int, int]) -> dict:
-    """The prompt of the prompted refocusing run, as ``run_on_capture`` keywords (and the CLI flag).
-    Today a point (``--focus x,y``); when ``run --prompt/--box/--point`` lands, change it here."""
-    h, w = shape
-    x, y = int(w * 0.35), int(h * 0.5)
-    return {"kwargs": {"focus": f"{x},{y}"}, "flag": f"--focus {x},{y}", "point": [x, y]}
+def demo_models() -> list[str]:
+    """The registered models the demo exports and runs (those with a :func:`role`)."""
+    from models.registry import names
+
+    return [m for m in names() if role(m) is not None]
+
+
+def refocus_prompt(objects: list[dict], which: int = 0) -> dict:
+    """The text prompt of the prompted refocusing run, naming ``objects[which]`` of the demo's
+    object scene by colour and shape: ``run_on_capture`` keywords, the CLI flag, the object."""
+    o = objects[which]
+    text = f"the {o['colour']} {o['shape']}"
+    return {"kwargs": {"prompts": {"prompt": text}}, "flag": f'--prompt "{text}"', "text": text, "object": o["index"]}
+
+
+def mask_iou(run_folder: Path, labels: Path, index: int) -> float:
+    """IoU of a prompted run's ``mask.png`` with object ``index``'s true region (``objects_labels.png``)."""
+    mask = cv2.imread(str(Path(run_folder) / "mask.png"), cv2.IMREAD_GRAYSCALE) > 127
+    truth = cv2.imread(str(labels), cv2.IMREAD_GRAYSCALE) == index
+    return float((mask & truth).sum() / max((mask | truth).sum(), 1))
 
 
 def nearest_point(disp: np.ndarray) -> tuple[int, int]:

@@ -151,14 +151,24 @@ def _distinct_cocs(rng: np.random.Generator, n: int) -> list[float]:
     return [float(x) for x in np.linspace(*COC_RANGE_PX, n)]
 
 
-def object_scene(rng: np.random.Generator, size=(96, 96), split: str = "train", n_objects: int | None = None
-                 ) -> ObjectScene:
-    """A scene of named objects (see the module docstring). Deterministic for a given ``rng`` state."""
+def object_scene(rng: np.random.Generator, size=(96, 96), split: str = "train", n_objects: int | None = None,
+                 attributes: list[tuple[str, str, str]] | None = None) -> ObjectScene:
+    """A scene of named objects (see the module docstring). Deterministic for a given ``rng`` state.
+    ``attributes``: the objects' (colour, shape, texture) chosen by the caller (a demo scene whose
+    prompts are known); placement, depths and textures still come from ``rng``."""
     if split not in SPLITS:
         raise SceneError(f"unknown prompt-scene split {split!r}; valid: {', '.join(SPLITS)}")
     h, w = size
-    n = int(n_objects or rng.integers(2, 5))
-    attrs = _draw_attributes(rng, n, split)
+    if attributes is not None:
+        bad = [a for a in attributes if a[0] not in COLOURS or a[1] not in SHAPES or a[2] not in TEXTURES]
+        if bad or not attributes:
+            raise SceneError(f"object attributes {bad or attributes}: need (colour, shape, texture) from "
+                             f"{', '.join(COLOURS)} / {', '.join(SHAPES)} / {', '.join(TEXTURES)}")
+        attrs = [tuple(a) for a in attributes]
+        n = len(attrs)
+    else:
+        n = int(n_objects or rng.integers(2, 5))
+        attrs = _draw_attributes(rng, n, split)
     cocs = _distinct_cocs(rng, n + 1)
     bg_coc = max(cocs)  # the background is the farthest layer
     cocs.remove(bg_coc)

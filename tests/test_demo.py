@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 import cli
-from demo import captures, exports, pipeline, sweeps
+from demo import captures, exports, pipeline, runs, sweeps
 from demo.browser import check_page, find_chromium
 from runtime_py import run_capture
 from runtime_py.captures import open_capture
@@ -39,6 +39,30 @@ def test_captures_are_what_the_readers_expect(caps):
     assert b.kind == "bundle" and b.arrays["disparity"].shape == (64, 96)
     assert b.record["disparity"]["units"] == "1/m" and b.record["wide_focal_px"] > 0
     assert b.arrays["disparity"].max() > 1.5 * b.arrays["disparity"].min()  # near and far in the scene
+
+
+def test_the_prompted_run_finds_the_named_object_and_refocuses_on_it(caps, tmp_path):
+    """UiD's demo step at the tiny size: each text prompt's mask covers its object's true region
+    (more than the other object's), so the two prompts' masks and refocused outputs differ."""
+    assert open_capture(caps["dpdd_objects"]).kind == "dpdd"
+    labels = Path(caps["objects_labels"])
+    res = {}
+    for which in (0, 1):
+        p = runs.refocus_prompt(caps["objects"], which)
+        out = tmp_path / f"p{which}"
+        run_capture.run_on_capture("uid", Path(caps["dpdd_objects"]), out, checkpoint=Path("checkpoints/uid-mobile.safetensors"),
+                                   runner="eager", threads=1, force=True, **p["kwargs"])
+        assert json.loads((out / "run.json").read_text())["prompt"]["prompt"] == p["text"]
+        assert (out / "prompt.png").is_file()
+        res[which] = {"own": runs.mask_iou(out, labels, p["object"]),
+                      "other": runs.mask_iou(out, labels, runs.refocus_prompt(caps["objects"], 1 - which)["object"]),
+                      "mask": cv2.imread(str(out / "mask.png"), cv2.IMREAD_GRAYSCALE),
+                      "image": cv2.imread(str(out / "refocused.png"), cv2.IMREAD_UNCHANGED).astype(np.float32)}
+    assert res[0]["own"] > 0.7 and res[1]["own"] > 0.3, res
+    assert all(r["own"] > r["other"] + 0.2 for r in res.values()), res
+    assert (res[0]["mask"] != res[1]["mask"]).mean() > 0.05
+    # the focus moved with the prompt (UiD mobile's refocus is mild: a few 16-bit codes on average)
+    assert np.abs(res[0]["image"] - res[1]["image"]).mean() > 1.0
 
 
 def test_sweeps_decode_and_the_background_blurs_as_the_aperture_opens(caps, tmp_path):
@@ -100,6 +124,10 @@ def test_the_export_plan_covers_every_target_and_names_refusals(tmp_path):
     assert done == {(m, t, p) for m in names() for t in targets.names() for p in ("fp32", "int8")}
     assert refused and all(r["reason"] for r in refused)
     assert all(exports.reusable(r) is None for r in reqs)  # nothing exported yet
+    reqs2, rows2 = exports.plan((32, 32), ("fp32", "int8"), tmp_path, 2, skip=exports.SKIPPED)
+    skipped = {(r["model"], r["target"], r["precision"]): r["reason"] for r in rows2 if r["status"] == "skipped"}
+    assert set(skipped) == set(exports.SKIPPED) and len(reqs2) == len(reqs) - len(skipped)
+    assert all(f"export --model {m} --target {t} --precision {p} " in why for (m, t, p), why in skipped.items())
 
 
 def test_cli_demo_refuses_an_unknown_stage(tmp_path):
@@ -119,8 +147,22 @@ def test_the_page_check_sees_loaded_and_broken_media(tmp_path, caps):
     ok = check_page(tmp_path / "ok.html", tmp_path / "shot.png", height=200, settle=1.0)
     assert [i["ok"] for i in ok["images"]] == [True, True] and ok["videos"][0]["ok"] and not ok["errors"]
     assert cv2.imread(str(tmp_path / "shot.png")).shape[:2] == (200, 1280)
+    (tmp_path / "tall.html").write_text("<!doctype html><title>t</title><body style='margin:0'>"
+                                        "<div style='height:3000px;background:linear-gradient(red,blue)'></div>")
+    check_page(tmp_path / "tall.html", tmp_path / "full.png", height=200, settle=0.2, full_page=True, scale=0.5)
+    assert cv2.imread(str(tmp_path / "full.png")).shape[:2] == (1500, 640)  # the whole page, half size
     bad = check_page(tmp_path / "bad.html", height=200, settle=0.5)
     assert not bad["images"][0]["ok"] and any("boom" in e for e in bad["errors"])
+
+
+def test_a_screenshot_is_shrunk_under_its_byte_limit(tmp_path):
+    from demo.browser import shrink_png
+
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(tmp_path / "s.png"), rng.integers(0, 256, (400, 600, 3), dtype=np.uint8))
+    assert (tmp_path / "s.png").stat().st_size > 300_000
+    assert shrink_png(tmp_path / "s.png", 100_000) == (tmp_path / "s.png").stat().st_size <= 100_000
+    assert cv2.imread(str(tmp_path / "s.png")).shape[0] in (400, 200, 100, 50)
 
 
 @pytest.mark.slow
@@ -133,7 +175,8 @@ def test_the_demo_end_to_end_at_tiny_sizes(tmp_path):
     assert {t["stage"] for t in res["times"]} == set(pipeline.STAGES)
     page = res["page"]
     text = page.read_text()
-    for word in ("Reproduce", "calibrate estimate", "parity host", "focus sweep", "refined W", "median ms"):
+    for word in ("Reproduce", "calibrate estimate", "parity host", "focus sweep", "refined W", "median ms",
+                 "--prompt &quot;the blue disc&quot;", "prompt_uid.png"):
         assert word in text, word
     assert "http://" not in text and "https://" not in text  # no network resources
     data = json.loads((page.parent / "demo.json").read_text())
