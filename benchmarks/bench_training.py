@@ -39,7 +39,8 @@ def main() -> None:
     torch.set_num_threads(2)
     figures, rows, metas, quality = {}, [], {}, []
     t0 = time.perf_counter()
-    for model in names():
+    # the image models (the prompt mask head is scored by bench_prompts.py: IoU, not PSNR)
+    for model in [n for n in names() if any(t.channels == 3 for t in get(n).outputs)]:
         ck = args.checkpoints / f"{model}-mobile.safetensors"
         if not ck.exists():
             print(f"skip {model}: {ck} not found")
