@@ -20,7 +20,11 @@ SIZE = (168, 224)  # one row of 168-px calibration patches
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory):
     out = tmp_path_factory.mktemp("p4") / "set"
-    return out, pixel4_set.write_pixel4_set(out, scenes=2, size=SIZE, seed=3)
+    r = CliRunner().invoke(cli.app, ["synth", "--format", "pixel4_gt", "--scenes", "2", "--size", "168x224", "--seed", "3",
+                                     "--device", "cpu", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert (out / "contact_sheet.png").is_file()
+    return out, json.loads((out / "synth_record.json").read_text())
 
 
 def test_files_levels_and_ground_truth_box(proxy):
@@ -32,7 +36,8 @@ def test_files_levels_and_ground_truth_box(proxy):
         assert gt.dtype == np.uint16 and list(gt.shape) == s["gt_size"] == [112, 149]
         centred = ((SIZE[0] - 112) // 2, (SIZE[1] - 149) // 2)
         assert max(abs(a - b) for a, b in zip(s["gt_offset"], centred)) <= pixel4_set.MAX_SHIFT
-    assert json.loads((out / "synth_record.json").read_text())["samples"] == rec["samples"]
+    again = pixel4_set.write_pixel4_set(out.parent / "again", scenes=2, size=SIZE, seed=3)
+    assert again["samples"] == rec["samples"]  # the command and the library draw the same scenes from the same seed
 
 
 def test_evaluate_locates_the_planted_ground_truth_and_scores_the_classical_row(proxy):
