@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -46,8 +47,6 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    import tempfile
-
     data = args.data or Path(tempfile.mkdtemp(prefix="pixel4_proxy_")) / "set"
     t0 = time.perf_counter()
     if not (data / ec.GT_FOLDER).is_dir():
@@ -63,8 +62,7 @@ def main() -> None:
         figures[f"{model}_seconds"] = round(time.perf_counter() - t, 1)
         inp = res["input"]
         for r in res["scenes"]:
-            row = per_scene.setdefault(r["scene"], {"input_db": r["scores"][inp]["linear"]["psnr"],
-                                                    "peak": None})
+            row = per_scene.setdefault(r["scene"], {"input_db": r["scores"][inp]["linear"]["psnr"]})
             for m, d in r["vs_input_db"].items():
                 key = model if m == ec.MODEL else m.split(":")[0].split(" (")[0]
                 row[key] = d["linear"]
@@ -77,7 +75,7 @@ def main() -> None:
                                  lin["better_than_input"], res["count"]))
     base_ssim = next(r[2] for r in summary_rows if r[0].startswith("input"))
     classical = next((r for r in summary_rows if r[0] == "classical"), None)
-    cols = [c for c in next(iter(per_scene.values())) if c not in ("input_db", "peak")]
+    cols = [c for c in next(iter(per_scene.values())) if c != "input_db"]
     print(f"\nPixel 4 layout stand-in: {args.scenes} scenes of {args.size} ({data})\n")
     print("| scene | input dB | " + " | ".join(f"{c} gain" for c in cols) + " |")
     print("|---|---|" + "---|" * len(cols))
