@@ -87,22 +87,23 @@ def write_pixel4_set(out: Path, scenes: int = 6, size: tuple[int, int] = (504, 6
     record (also written as ``RECORD_NAME``: per scene the ground truth's box, the exposure's
     peak code, the blur range, the focus distance). The first ``keep_n`` samples are appended to
     ``keep`` when a list is given (``synth``'s contact sheet)."""
-    from synth.samples import _dp_render  # the profile's draw of camera, scene, exposure and noise
+    from synth.samples import profile_dp_sample  # the profile's draw of camera, scene, exposure and noise
 
     h, w = size
     if scenes < 1:
         raise Pixel4SetError(f"--scenes must be at least 1, got {scenes}")
     kernels = reference_kernels((h, w))
     record = {"tool": "defocus-toolchain synth --format pixel4_gt", "created_unix": int(time.time()),
-              "profile": profile, "size": [h, w], "seed": seed, "levels": {"black": XIN_BLACK, "white": XIN_BLACK + 2 ** XIN_BITS - 1},
+              "profile": profile, "size": [h, w], "seed": seed,
+              "levels": {"black": XIN_BLACK, "white": XIN_BLACK + 2 ** XIN_BITS - 1},
               "psf": DEVICE_PSF.to_dict(), "reference_radius_px": REFERENCE_RADIUS, "samples": []}
     t0 = time.perf_counter()
     with atomic_dir(Path(out), replace=force, what="capture set", error=Pixel4SetError) as tmp:
         (tmp / XIN_GT_FOLDER).mkdir()
         for i in range(scenes):
             rng = np.random.default_rng([seed, i])
-            s, cam = _dp_render(rng, (h, w), "pixel4_dp", profile, psf_params=DEVICE_PSF, channels="green",
-                                device=device)
+            s, cam = profile_dp_sample(rng, (h, w), "pixel4_dp", profile, psf_params=DEVICE_PSF,
+                                       channels="green", device=device)
             y, x, gh, gw = gt_box((h, w), rng)
             stem = f"{i:03d}"
             left, right, sharp = (np.asarray(a, np.float32)[..., 0] for a in (s.left, s.right, s.sharp))

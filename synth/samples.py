@@ -110,7 +110,7 @@ def accepts_psf_bank(renderer: str) -> bool:
     return "psf_bank" in inspect.signature(RENDERERS[renderer]).parameters
 
 
-def _dp_render(rng: np.random.Generator, size, camera: str | None, profile: str | None,
+def profile_dp_sample(rng: np.random.Generator, size, camera: str | None, profile: str | None,
                photos=None, refocus: bool = False, device="cpu", psf_bank: str | None = None,
                psf_params=None, channels: str | None = None, front_blur_px: tuple[float, float] | None = None):
     """One DP sample of ``size`` drawn from a data profile (``synth.profiles``): the camera, the
@@ -155,7 +155,7 @@ def dp_clip(rng: np.random.Generator, size=(128, 128), frames: int = 4, camera: 
     h, w = size
     m = int(np.ceil(motion_px * frames)) + 2
     big = (2 * h + 2 * m, 2 * w + 2 * m)  # room for texture-based crop choice and the motion
-    s, cam = _dp_render(rng, big, camera, profile, photos, device=device, psf_bank=psf_bank)
+    s, cam = profile_dp_sample(rng, big, camera, profile, photos, device=device, psf_bank=psf_bank)
     y0, x0 = pick_textured_crop(s.sharp, (h + 2 * m, w + 2 * m), rng)
     fh, fw, top, left = _radial_for_crop(h, w, rng, margin=m)
     out = []
@@ -212,7 +212,7 @@ def dp_refocus(rng: np.random.Generator, size=(128, 128), camera: str | None = N
                device="cpu", profile: str | None = None, photos=None,
                psf_bank: str | None = None) -> tuple[list[dict], dict]:
     """Fields of one DP frame with a focus mask and its refocus render."""
-    s, cam = _dp_render(rng, size, camera, profile, photos, refocus=True, device=device,
+    s, cam = profile_dp_sample(rng, size, camera, profile, photos, refocus=True, device=device,
                         psf_bank=psf_bank)
     return [dp_fields(s)], {"psf_params": s.meta["psf_params"], "camera": cam.name, "channels": cam.channels}
 
