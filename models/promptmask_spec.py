@@ -1,6 +1,13 @@
 """The prompt mask head's contract (``models.spec``): tensors, data, packing, before image and
 loss, importable without PyTorch (the network, ``promptmask.py``, is imported when a model is
-built).
+built), and its *concepts*: the attributes a prompt can name, which the network's query and
+pixel posteriors range over.
+
+A prompt names an object by attributes (colour, shape, texture: any of them may be left out) or
+names a role (the nearest object, the farthest object, the background). Each attribute has one
+more class than values: "any" on the query side (the prompt does not say), "none" on the pixel
+side (the pixel is background). :func:`concept_labels` reads these labels from a prompt of the
+synthetic vocabulary (training targets only; at run time the network reads the embedding).
 """
 from __future__ import annotations
 
@@ -8,6 +15,26 @@ import numpy as np
 
 from .spec import IMG, DataSpec, EvalTask, ModelSpec, TensorSpec, chw
 from .text_encoder import DIM
+
+COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
+SHAPES = ("disc", "square", "triangle", "cross")
+TEXTURES = ("plain", "striped", "checked")
+ATTRIBUTES = {"colour": COLOURS, "shape": SHAPES, "texture": TEXTURES}
+ROLE_PROMPTS = {"the nearest object": "nearest", "the farthest object": "farthest", "the background": "background"}
+ROLES = tuple(ROLE_PROMPTS.values())
+KINDS = ("object",) + ROLES  # what a prompt names: an object by attributes, or a role
+
+
+def concept_labels(text: str) -> np.ndarray:
+    """``[colour, shape, texture, kind]`` class indices of a vocabulary prompt; an attribute the
+    prompt leaves out gets index ``len(values)`` ("any")."""
+    t = " ".join(str(text).lower().split())
+    if t in ROLE_PROMPTS:
+        kind = KINDS.index(ROLE_PROMPTS[t])
+        return np.array([len(v) for v in ATTRIBUTES.values()] + [kind], np.float32)
+    words = set(t.split())
+    idx = [next((i for i, v in enumerate(values) if v in words), len(values)) for values in ATTRIBUTES.values()]
+    return np.array(idx + [0], np.float32)
 
 
 def _build(variant: str):
@@ -35,7 +62,9 @@ def _inputs(f: dict) -> dict:
 def _targets(f: dict) -> dict:
     m = np.asarray(f["prompt_mask"], np.float32)
     return {"mask": chw(m), "presence": np.full((1, 1, 1), float(m.max() > 0), np.float32),
-            "combined": chw(f["combined"]), "no_mask": np.zeros((1, *m.shape), np.float32)}
+            "combined": chw(f["combined"]), "no_mask": np.zeros((1, *m.shape), np.float32),
+            "concepts": chw(f["concepts"]), "roles": chw(f["roles"]),
+            "query_labels": np.asarray(f["query_labels"], np.float32).reshape(-1, 1, 1)}
 
 
 def _before(inputs: dict) -> np.ndarray:
@@ -49,8 +78,28 @@ def soft_iou(pred, target, eps: float = 1.0):
     return (inter + eps) / (union + eps)
 
 
+def _concept_terms(outputs: dict, targets: dict) -> dict:
+    """The concept supervision of the training-only outputs: cross-entropy of the pixel
+    attribute logits (1/2 scale) against the objects' attributes, BCE of the role logits, and
+    cross-entropy of the query's attribute and kind logits against the prompt's labels."""
+    import torch.nn.functional as F
+
+    pix, roles, query = outputs["pixel_logits"], outputs["role_logits"], outputs["query_logits"]
+    h, w = pix.shape[-2:]
+    lab = F.interpolate(targets["concepts"], size=(h, w), mode="nearest").long()
+    role_t = F.interpolate(targets["roles"], size=(h, w), mode="nearest")
+    qlab = targets["query_labels"].flatten(1).long()
+    pixel, text, start = 0.0, 0.0, 0
+    for i, n in enumerate([len(v) + 1 for v in ATTRIBUTES.values()] + [len(KINDS)]):
+        if i < len(ATTRIBUTES):
+            pixel = pixel + F.cross_entropy(pix[:, start:start + n], lab[:, i])
+        text = text + F.cross_entropy(query[:, start:start + n].flatten(1), qlab[:, i])
+        start += n
+    return {"pixel_ce": pixel, "role_bce": F.binary_cross_entropy_with_logits(roles, role_t), "query_ce": text}
+
+
 def _loss(outputs: dict, targets: dict) -> dict:
-    """BCE + soft-IoU loss on the mask, BCE on presence."""
+    """BCE + soft-IoU loss on the mask, BCE on presence, and (training) the concept terms."""
     import torch.nn.functional as F
 
     m, t = outputs["mask"].clamp(1e-6, 1 - 1e-6), targets["mask"]
@@ -58,7 +107,11 @@ def _loss(outputs: dict, targets: dict) -> dict:
     iou = 1.0 - soft_iou(m, t).mean()
     p = outputs["presence"].clamp(1e-6, 1 - 1e-6)
     pres = F.binary_cross_entropy(p, targets["presence"])
-    return {"loss": bce + iou + 0.2 * pres, "bce": bce, "iou_loss": iou, "presence": pres}
+    terms = {"bce": bce, "iou_loss": iou, "presence": pres}
+    if "pixel_logits" in outputs and "concepts" in targets:
+        terms.update(_concept_terms(outputs, targets))
+    total = bce + iou + 0.2 * pres + sum(v for k, v in terms.items() if k in ("pixel_ce", "role_bce", "query_ce"))
+    return {"loss": total, **terms}
 
 
 SPEC = ModelSpec(
@@ -77,6 +130,7 @@ SPEC = ModelSpec(
         TensorSpec("presence", 1, IMG, "probability that the prompt names anything in the scene", spatial=(1, 1)),
     ],
     main_output="mask",
+    aux_outputs=("pixel_logits", "role_logits", "query_logits"),
     example_fn=_examples,
     paper_note="seed 003 uses SAM + a text query; no SAM ships here: our own small image encoder",
     data=DataSpec(renderer="prompt_scene", capture="dual_pixel", fields=("left", "right", "query"),

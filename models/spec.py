@@ -147,6 +147,7 @@ class ModelSpec:
     outputs: list[TensorSpec]
     main_output: str
     example_fn: Callable[..., dict]
+    aux_outputs: tuple[str, ...] = ()  # returned after ``outputs`` in training mode only (loss terms)
     variants: tuple[str, ...] = VARIANTS
     size_multiple: int = 16
     state_map: dict[str, str] = field(default_factory=dict)  # recurrent input -> output feeding it
@@ -221,8 +222,9 @@ class ModelSpec:
         its non-state outputs stacked over T. ``variant`` defaults to the one ``build`` made."""
         import torch
 
-        if not self.is_sequence:
-            return dict(zip(self.output_names, model(*[inputs[n] for n in self.input_names])))
+        if not self.is_sequence:  # a model in training mode may add its aux outputs
+            names = self.output_names + list(self.aux_outputs)
+            return dict(zip(names, model(*[inputs[n] for n in self.input_names])))
         variant = variant or getattr(getattr(model, "module", model), "spec_variant", None)
         if variant is None:
             raise ValueError(f"{self.name}: pass variant= to forward() for a model not made by ModelSpec.build")

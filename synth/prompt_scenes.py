@@ -24,18 +24,18 @@ import cv2
 import numpy as np
 
 from calibration.cameras import get_camera
+from models.promptmask_spec import COLOURS as SPEC_COLOURS, ROLE_PROMPTS, SHAPES, TEXTURES, concept_labels
 from synth.scenes import Scene, SceneError
 
-COLOURS = {  # linear RGB
+COLOUR_RGB = {  # linear RGB of the colour names the prompt head knows (models.promptmask_spec)
     "red": (0.80, 0.08, 0.06), "green": (0.08, 0.60, 0.12), "blue": (0.10, 0.20, 0.85),
     "yellow": (0.85, 0.80, 0.08), "purple": (0.50, 0.10, 0.70), "orange": (0.95, 0.42, 0.04),
 }
-SHAPES = ("disc", "square", "triangle", "cross")
-TEXTURES = ("plain", "striped", "checked")
+COLOURS = {c: COLOUR_RGB[c] for c in SPEC_COLOURS}
 HELD_OUT = frozenset({("red", "disc"), ("green", "square"), ("blue", "triangle"), ("yellow", "cross"),
                       ("purple", "disc"), ("orange", "square")})
 SPLITS = ("train", "unseen", "any")
-SPECIAL = ("the nearest object", "the farthest object", "the background")
+SPECIAL = tuple(ROLE_PROMPTS)  # "the nearest object", "the farthest object", "the background"
 CAMERA = "canon_5d4"  # RGB; the CoCs are drawn directly (COC_RANGE_PX) and turned into depths
 COC_RANGE_PX = (-5.0, 5.0)
 MIN_COC_GAP_PX = 1.2  # objects' CoCs differ at least this much (distinct depth layers)
@@ -65,6 +65,28 @@ class ObjectScene:
     def mask(self, index: int) -> np.ndarray:
         """Visible region of object ``index`` (1-based; 0 = the background), float32 0/1."""
         return (self.labels == index).astype(np.float32)
+
+    def concept_maps(self) -> np.ndarray:
+        """H x W x 3 per-pixel class indices of colour, shape and texture (``models.promptmask_spec``
+        order; the background gets each attribute's "none" index, its number of values)."""
+        table = np.array([[len(SPEC_COLOURS), len(SHAPES), len(TEXTURES)]]
+                         + [[SPEC_COLOURS.index(o.colour), SHAPES.index(o.shape), TEXTURES.index(o.texture)]
+                            for o in self.objects], np.float32)
+        return table[self.labels]
+
+    @property
+    def nearest(self) -> int:
+        """Index (1-based) of the nearest object: the most negative CoC."""
+        return int(np.argmin([o.coc for o in self.objects])) + 1
+
+    @property
+    def farthest(self) -> int:
+        return int(np.argmax([o.coc for o in self.objects])) + 1
+
+    def role_maps(self) -> np.ndarray:
+        """H x W x 3 masks of the roles (``models.promptmask_spec.ROLES``: nearest object,
+        farthest object, background)."""
+        return np.stack([self.mask(self.nearest), self.mask(self.farthest), self.mask(0)], axis=-1)
 
 
 def vocabulary() -> list[str]:
@@ -219,9 +241,7 @@ def prompts_for(sc: ObjectScene, rng: np.random.Generator, split: str = "train")
         c, s = absent[int(rng.integers(len(absent)))]
         return f"the {c} {s}", np.zeros(sc.labels.shape, np.float32)
     cands: list[tuple[str, int]] = [("the background", 0)]
-    near = int(np.argmin([o.coc for o in objs])) + 1
-    far = int(np.argmax([o.coc for o in objs])) + 1
-    cands += [("the nearest object", near), ("the farthest object", far)]
+    cands += [("the nearest object", sc.nearest), ("the farthest object", sc.farthest)]
     keys = {
         "cs": lambda o: (o.colour, o.shape), "tcs": lambda o: (o.texture, o.colour, o.shape),
         "ts": lambda o: (o.texture, o.shape), "c": lambda o: (o.colour,), "s": lambda o: (o.shape,),
@@ -281,5 +301,6 @@ def prompt_scene(rng: np.random.Generator, size=(96, 96), split: str = "train", 
     s = render_dp(sc, rng)
     text, mask = prompts_for(sc, rng, split)
     fields = {"left": s.left, "right": s.right, "combined": s.combined, "sharp": s.sharp, "coc": s.coc,
-              "query": query_embedding(text), "prompt_mask": mask}
+              "query": query_embedding(text), "prompt_mask": mask, "concepts": sc.concept_maps(),
+              "roles": sc.role_maps(), "query_labels": concept_labels(text)}
     return [fields], {"prompt": text, "split": split, "objects": [o.name for o in sc.objects]}

@@ -12,6 +12,7 @@ import torch
 
 from runtime_py.prompts import PromptError, box_prompt, clip_box, iou, parse_ints, point_prompt
 from synth.prompt_scenes import HELD_OUT, SPECIAL, object_scene, prompts_for, render_dp, vocabulary
+from models.registry import get as get_spec
 
 
 def _scenes(n=4, size=(96, 112), seed=5):
@@ -192,8 +193,60 @@ def test_mask_head_takes_a_fixed_size_query_at_any_image_size():
     assert mask.shape == (1, 1, 32, 48) and presence.shape == (1, 1, 1, 1)
     assert 0 <= float(mask.min()) and float(mask.max()) <= 1
     q2 = -ins["query"]  # the query changes the mask: the text reaches the output
-    torch.nn.init.normal_(net.film2.gb.weight, std=0.5)
+    torch.nn.init.normal_(net.query_head.weight, std=0.5)
     assert not torch.allclose(net(ins["left"], ins["right"], ins["query"])[0], net(ins["left"], ins["right"], q2)[0])
+
+
+def _one_hot_logits(indices, sizes, scale=30.0):
+    """Concept logits (1 x sum(sizes) x 1 x N) that put class indices[j][a] at pixel j."""
+    blocks = []
+    for a, n in enumerate(sizes):
+        b = torch.full((1, n, 1, len(indices)), -scale)
+        for j, idx in enumerate(indices):
+            b[0, idx[a], 0, j] = scale
+        blocks.append(b)
+    return torch.cat(blocks, dim=1)
+
+
+def test_the_mask_composes_attributes_it_never_saw_together():
+    """F_g's product: with pixels (red disc, red square, green disc, background) and a query
+    "red + disc", only the red disc is selected; "red, any shape" selects both red objects; a
+    role query reads the role map alone. Analytic: one-hot posteriors give 0/1 masks."""
+    from models.promptmask import ATTR_SIZES, compose
+    from models.promptmask_spec import ATTRIBUTES, COLOURS, KINDS, SHAPES
+
+    n_c, n_s, n_t = (len(v) for v in ATTRIBUTES.values())
+    red, green, disc, square, plain = COLOURS.index("red"), COLOURS.index("green"), SHAPES.index("disc"), \
+        SHAPES.index("square"), 0
+    pixels = [(red, disc, plain), (red, square, plain), (green, disc, plain), (n_c, n_s, n_t)]
+    pix = _one_hot_logits(pixels, ATTR_SIZES)
+    roles = torch.full((1, 3, 1, 4), -30.0)
+    roles[0, 2, 0, 3] = 30.0  # the background role at the background pixel
+
+    def query(colour, shape, kind="object"):
+        attr = _one_hot_logits([(colour, shape, n_t)], ATTR_SIZES)[..., 0:1]
+        k = torch.full((1, len(KINDS), 1, 1), -30.0)
+        k[0, KINDS.index(kind)] = 30.0
+        return torch.cat([attr, k], dim=1)
+
+    m = compose(pix, roles, query(red, disc))[0, 0, 0]
+    assert torch.allclose(m, torch.tensor([1.0, 0.0, 0.0, 0.0]), atol=1e-6)
+    m = compose(pix, roles, query(red, n_s))[0, 0, 0]  # "the red object"
+    assert torch.allclose(m, torch.tensor([1.0, 1.0, 0.0, 0.0]), atol=1e-6)
+    m = compose(pix, roles, query(n_c, n_s, "background"))[0, 0, 0]
+    assert torch.allclose(m, torch.tensor([0.0, 0.0, 0.0, 1.0]), atol=1e-6)
+
+
+def test_concept_labels_read_every_vocabulary_prompt():
+    from models.promptmask_spec import ATTRIBUTES, KINDS, concept_labels
+
+    n_c, n_s, n_t = (len(v) for v in ATTRIBUTES.values())
+    assert concept_labels("the striped red disc").tolist() == [0, 0, 1, 0]
+    assert concept_labels("the red object").tolist() == [0, n_s, n_t, 0]
+    assert concept_labels("the  Nearest object").tolist() == [n_c, n_s, n_t, KINDS.index("nearest")]
+    assert concept_labels("the background")[3] == KINDS.index("background")
+    for text in vocabulary():  # every prompt names something it can be told by
+        assert (concept_labels(text) != [n_c, n_s, n_t, 0]).any(), text
 
 
 def test_mask_head_trains_on_whole_scenes_with_the_query_uncut(tmp_path):
@@ -310,3 +363,26 @@ def test_starter_mask_head_finds_unseen_attribute_pairs():
         ious.append(iou(m[0, 0].numpy() > 0.5, mask))
         chance.append(np.mean([iou(sc.mask(j), mask) for j in range(len(sc.objects) + 1)]))
     assert np.mean(ious) > np.mean(chance) + 0.25, (np.mean(ious), np.mean(chance))
+
+
+def test_the_form_path_is_colour_blind_at_run_time():
+    """Shape, texture and roles come from the views' channel mean: swapping colour channels
+    leaves them unchanged (so no colour-shape pair of the training scenes can bias a shape),
+    while the colour posteriors follow the swap. In training the grey mix is random per sample."""
+    from models.promptmask import ATTR_SIZES
+
+    torch.manual_seed(0)
+    net = get_spec("promptmask").build("tiny")
+    ins = get_spec("promptmask").example_inputs(32, 32, variant="tiny")
+    swap = [2, 0, 1]
+    with torch.no_grad():
+        form = net.form_head(net.features(ins["left"], ins["right"]))
+        form_swapped = net.form_head(net.features(ins["left"][:, swap], ins["right"][:, swap]))
+        colour = net.colour_head(torch.cat([ins["left"], ins["right"]], 1))
+        colour_swapped = net.colour_head(torch.cat([ins["left"][:, swap], ins["right"][:, swap]], 1))
+    assert torch.allclose(form, form_swapped, atol=1e-5)
+    assert not torch.allclose(colour, colour_swapped, atol=1e-3)
+    assert colour.shape[1] == ATTR_SIZES[0]
+    net.train()
+    a, _ = net.grey(ins["left"].repeat(4, 1, 1, 1), ins["right"].repeat(4, 1, 1, 1))
+    assert not torch.allclose(a[0], a[1])  # a different mix per sample
