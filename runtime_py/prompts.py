@@ -43,6 +43,7 @@ class PromptResult:
 
 TEXTURE_MIN = 0.004  # mean |gradient| (linear [0,1] per px) below which a patch counts as textureless
 LOW_CONFIDENCE = 0.3
+HOPS = 1  # textureless superpixels a region may cross from a textured one
 REACH_DP = 8  # px GrabCut may move a DP-views region's edge (measured: 2 / 4 / 8 px -> point IoU 0.78 / 0.79 / 0.79)
 
 
@@ -263,8 +264,8 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 # ----------------------------------------------------------------------------- on the DP views alone
 
 
-def grow_segments(est, seeds, allowed: np.ndarray | None = None, max_rise: float = 0.5, colour_strict: float = 8.0,
-                  colour_textured: float = 30.0) -> tuple[np.ndarray, float]:
+def grow_segments(est, seeds, allowed: np.ndarray | None = None, max_rise: float = 0.3, colour_strict: float = 8.0,
+                  colour_textured: float = 30.0, informative: float = 0.5, max_hops: int = HOPS) -> tuple[np.ndarray, float]:
     """Region growing over the superpixel graph of a :class:`runtime_py.dp_disparity.DPDisparity`
     from ``seeds``, most similar colour first. A neighbour joins when
 
@@ -273,7 +274,10 @@ def grow_segments(est, seeds, allowed: np.ndarray | None = None, max_rise: float
       whose cost is flat, always agrees and two textured patches at different depths never do);
     - its Lab colour is within ``colour_strict + colour_textured * confidence`` of the region
       member it touches: strict where disparity cannot tell (textureless), lenient where it can
-      (the stripes of one object).
+      (the stripes of one object);
+    - if it is textureless (confidence < ``informative``), it lies at most ``max_hops`` steps from
+      a textured member or a seed: colour alone must not carry the region along a blurred edge's
+      gradient into the background.
     Returns the superpixels' membership and the region's signed CoC radius."""
     import heapq
 
@@ -281,27 +285,51 @@ def grow_segments(est, seeds, allowed: np.ndarray | None = None, max_rise: float
     mins = cost.min(axis=0)
     nb = est.neighbours()
     inside = np.zeros(cost.shape[1], bool)
+    hops = np.zeros(cost.shape[1], int)
     total = np.zeros(cost.shape[0])
     heap: list = []
+
+    def push(s):
+        for t in nb[s]:
+            if not inside[t]:
+                heapq.heappush(heap, (float(np.linalg.norm(colour[t] - colour[s])), t, s))
+
     for s in seeds:
         inside[s] = True
         total += cost[:, s]
     for s in seeds:
-        for t in nb[s]:
-            heapq.heappush(heap, (float(np.linalg.norm(colour[t] - colour[s])), t))
+        push(s)
     while heap:
-        dcol, t = heapq.heappop(heap)
+        dcol, t, f = heapq.heappop(heap)
         if inside[t] or (allowed is not None and not allowed[t]):
             continue
+        hop = 0 if conf[t] >= informative else hops[f] + 1
         rise = ((total + cost[:, t]).min() - total.min() - mins[t]) / max(mins[t], 1e-12)
-        if rise > max_rise or dcol > colour_strict + colour_textured * conf[t]:
+        if rise > max_rise or dcol > colour_strict + colour_textured * conf[t] or hop > max_hops:
             continue
-        inside[t] = True
+        inside[t], hops[t] = True, hop
         total += cost[:, t]
-        for u in nb[t]:
-            if not inside[u]:
-                heapq.heappush(heap, (float(np.linalg.norm(colour[u] - colour[t])), u))
+        push(t)
     return inside, float(est.radii[int(np.argmin(total))])
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """The mask with its enclosed holes filled (a focus region is solid)."""
+    from scipy.ndimage import binary_fill_holes
+
+    return binary_fill_holes(mask)
+
+
+def seed_segment(est, image: np.ndarray, x: int, y: int, radius: int = 3) -> int:
+    """The superpixel a tap selects: of those within ``radius`` px of it, the one whose mean colour
+    is nearest the tapped spot's (3 x 3 mean), so a superpixel straddling a blurred edge does not
+    carry the tap across it."""
+    from runtime_py.dp_disparity import lab_colour
+
+    h, w = est.labels.shape
+    spot = lab_colour(image[max(0, y - 1):y + 2, max(0, x - 1):x + 2]).reshape(-1, 3).mean(0)
+    near = np.unique(est.labels[max(0, y - radius):min(h, y + radius + 1), max(0, x - radius):min(w, x + radius + 1)])
+    return int(near[np.argmin(np.linalg.norm(est.colour[near] - spot, axis=1))])
 
 
 def point_prompt_dp(est, image: np.ndarray, point: tuple[int, int]) -> PromptResult:
@@ -313,8 +341,8 @@ def point_prompt_dp(est, image: np.ndarray, point: tuple[int, int]) -> PromptRes
     x, y = (int(v) for v in point)
     if not (0 <= x < w and 0 <= y < h):
         raise PromptError(f"--point {x},{y} is outside the {w}x{h} image")
-    members, radius = grow_segments(est, [int(lab[y, x])])
-    region = members[lab]
+    members, radius = grow_segments(est, [seed_segment(est, image, x, y)])
+    region = fill_holes(members[lab])
     tol = disparity_tolerance(est.disparity)
     conf = contrast_confidence(est.disparity, region, tol)
     r_tex = max(4, int(0.04 * min(h, w)))
@@ -359,7 +387,7 @@ def box_prompt_dp(est, image: np.ndarray, box: tuple[int, int, int, int]) -> Pro
             continue
         members, r = grow_segments(est, [int(s)], allowed=allowed | (np.arange(n) == s))
         tried |= members
-        region = members[lab]
+        region = fill_holes(members[lab])
         score = weight[region].sum() * (region[inside].sum() / max(region.sum(), 1)) ** 2 * (1 - rim[region].sum()
                                                                                              / max(rim.sum(), 1))
         if score > best_score:
