@@ -262,7 +262,7 @@ def test_run_with_a_point_writes_mask_figure_and_record(prompt_capture, tmp_path
     names = {p.name for p in (tmp_path / "o").iterdir()}
     assert {"mask.png", "prompt.png", "refocused.png", "run.json"} <= names
     rec = json.loads((tmp_path / "o" / "run.json").read_text())
-    assert rec["prompt"]["kind"] == "point" and rec["prompt"]["disparity"] == "model output 'defocus'"
+    assert rec["prompt"]["kind"] == "point" and rec["prompt"]["disparity"].startswith("DP views")
     mask = cv2.imread(str(tmp_path / "o" / "mask.png"), cv2.IMREAD_GRAYSCALE)
     assert mask.shape == (64, 80) and mask[y, x] == 255
 
