@@ -94,6 +94,19 @@ def texture_energy(image: np.ndarray, x: int, y: int, radius: int) -> float:
     return float(np.mean(np.hypot(gx, gy)))
 
 
+def check_texture(image: np.ndarray, x: int, y: int, conf: float) -> float:
+    """The texture energy around a tap; an error when it is textureless and its region shows no
+    disparity contrast (DP disparity cannot be measured there)."""
+    h, w = image.shape[:2]
+    radius = max(4, int(0.04 * min(h, w)))
+    tex = texture_energy(image, x, y, radius)
+    if tex < TEXTURE_MIN and conf < LOW_CONFIDENCE:
+        raise PromptError(f"--point {x},{y} is on a textureless region (mean gradient {tex:.4f} within {radius} px, "
+                          f"disparity contrast {conf:.2f}): dual-pixel disparity cannot be measured there; tap an "
+                          "edge or a textured part of the subject, or use --box / --prompt")
+    return tex
+
+
 def _component_at(mask: np.ndarray, x: int, y: int) -> np.ndarray:
     n, lab = cv2.connectedComponents(mask.astype(np.uint8), connectivity=4)
     return lab == lab[y, x] if mask[y, x] else np.zeros_like(mask, bool)
@@ -166,12 +179,7 @@ def point_prompt(disp: np.ndarray, image: np.ndarray, point: tuple[int, int], re
                   | (1 << 8))
     region = mask[1:-1, 1:-1] > 0
     conf = contrast_confidence(d, region, tol)
-    radius = max(4, int(0.04 * min(h, w)))
-    tex = texture_energy(image, x, y, radius)
-    if tex < TEXTURE_MIN and conf < LOW_CONFIDENCE:
-        raise PromptError(f"--point {x},{y} is on a textureless region (mean gradient {tex:.4f} within {radius} px, "
-                          f"disparity contrast {conf:.2f}): dual-pixel disparity cannot be measured there; tap an "
-                          "edge or a textured part of the subject, or use --box / --prompt")
+    tex = check_texture(image, x, y, conf)
     if refine:
         region = _component_at(grabcut_refine(image, region), x, y) | (region & _component_at(region, x, y))
         region = _component_at(region, x, y)
@@ -270,7 +278,8 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def grow_segments(est, seeds, allowed: np.ndarray | None = None, max_rise: float = 0.3, colour_strict: float = 8.0,
-                  colour_textured: float = 30.0, informative: float = 0.5, max_hops: int = HOPS) -> tuple[np.ndarray, float]:
+                  colour_textured: float = 30.0, informative: float = 0.5,
+                  max_hops: int = HOPS) -> tuple[np.ndarray, float]:
     """Region growing over the superpixel graph of a :class:`runtime_py.dp_disparity.DPDisparity`
     from ``seeds``, most similar colour first. A neighbour joins when
 
@@ -350,12 +359,7 @@ def point_prompt_dp(est, image: np.ndarray, point: tuple[int, int]) -> PromptRes
     region = fill_holes(members[lab])
     tol = disparity_tolerance(est.disparity)
     conf = contrast_confidence(est.disparity, region, tol)
-    r_tex = max(4, int(0.04 * min(h, w)))
-    tex = texture_energy(image, x, y, r_tex)
-    if tex < TEXTURE_MIN and conf < LOW_CONFIDENCE:
-        raise PromptError(f"--point {x},{y} is on a textureless region (mean gradient {tex:.4f} within {r_tex} px, "
-                          f"disparity contrast {conf:.2f}): dual-pixel disparity cannot be measured there; tap an "
-                          "edge or a textured part of the subject, or use --box / --prompt")
+    tex = check_texture(image, x, y, conf)
     refined = _component_at(grabcut_refine(image, region, reach=REACH_DP), x, y)
     region = refined if refined.any() else region
     return PromptResult(region.astype(np.float32), conf, "point",

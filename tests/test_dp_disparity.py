@@ -11,19 +11,9 @@ from calibration.cameras import get_camera
 from runtime_py.dp_disparity import dp_disparity
 from runtime_py.prompts import PromptError, box_prompt_dp, iou, point_prompt_dp
 from synth.dp_sample import make_dp_sample
+from prompt_helpers import bounding_box, inner_point
 from synth.prompt_scenes import CAMERA, _texture, object_scene, render_dp
 from synth.scenes import Scene
-
-
-def _inner_point(m):
-    dist = cv2.distanceTransform((m > 0).astype(np.uint8), cv2.DIST_L2, 3)
-    y, x = np.unravel_index(np.argmax(dist), dist.shape)
-    return int(x), int(y)
-
-
-def _box(m, margin=2):
-    ys, xs = np.nonzero(m)
-    return xs.min() - margin, ys.min() - margin, xs.max() + 1 + margin, ys.max() + 1 + margin
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +52,9 @@ def test_point_and_box_find_the_objects_from_the_views_alone(scenes):
     for sc, s, e in scenes:
         for j in range(1, len(sc.objects) + 1):
             m = sc.mask(j)
-            points.append(iou(point_prompt_dp(e, s.combined, _inner_point(m)).mask, m))
-            boxes.append(iou(box_prompt_dp(e, s.combined, _box(m)).mask, m))
-            x0, y0, x1, y1 = _box(m)
+            points.append(iou(point_prompt_dp(e, s.combined, inner_point(m)).mask, m))
+            boxes.append(iou(box_prompt_dp(e, s.combined, bounding_box(m)).mask, m))
+            x0, y0, x1, y1 = bounding_box(m)
             rect = np.zeros_like(m)
             rect[max(0, y0):y1, max(0, x0):x1] = 1
             rects.append(iou(rect, m))
@@ -97,8 +87,8 @@ def test_touching_objects_of_one_colour_are_separated_by_depth():
     s = _render(image, coc)
     e = dp_disparity(s.left, s.right)
     for m, other in ((a, b), (b, a)):
-        p = point_prompt_dp(e, s.combined, _inner_point(m))
-        bx = box_prompt_dp(e, s.combined, _box(m))
+        p = point_prompt_dp(e, s.combined, inner_point(m))
+        bx = box_prompt_dp(e, s.combined, bounding_box(m))
         assert iou(p.mask, m) > 0.65 and iou(bx.mask, m) > 0.75, (iou(p.mask, m), iou(bx.mask, m))
         assert (p.mask[other] > 0).mean() < 0.1 and (bx.mask[other] > 0).mean() < 0.1
 
@@ -118,7 +108,7 @@ def test_object_painted_like_the_background_is_found_by_its_depth():
     s = _render(image, coc, seed=1)
     e = dp_disparity(s.left, s.right)
     assert iou(point_prompt_dp(e, s.combined, (40, 40)).mask, disc) > 0.65
-    assert iou(box_prompt_dp(e, s.combined, _box(disc)).mask, disc) > 0.65
+    assert iou(box_prompt_dp(e, s.combined, bounding_box(disc)).mask, disc) > 0.65
 
 
 def test_flat_scene_has_no_confidence_and_bad_prompts_are_refused():
