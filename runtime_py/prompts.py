@@ -18,7 +18,7 @@ Objects sit at different depths, so an object is a connected region of similar d
   of ``runtime_py.dp_disparity``, regions grown over its superpixel graph (``grow_segments``:
   the matching costs must agree, the colours be close, strictly so where there is no texture),
   then GrabCut. The ``refine`` path above on UiD's smooth defocus map reached mean IoU 0.56 /
-  0.63 (point / box), this one 0.77 / 0.83 (docs/BENCHMARKS.md).
+  0.63 (point / box), this one 0.77 / 0.84 (docs/BENCHMARKS.md).
 Confidence: the disparity contrast between the disparity region (before refinement) and a ring
 around it, in units of ``tol`` (``tanh(|median in - median ring| / (2 tol))``): 0 when nothing
 stands out.
@@ -367,11 +367,30 @@ def point_prompt_dp(est, image: np.ndarray, point: tuple[int, int]) -> PromptRes
                          "refined": True, "pixels": int(region.sum()), "segments": int(members.sum())})
 
 
+def grabcut_box(image: np.ndarray, region: np.ndarray, inside: np.ndarray, iterations: int = 3) -> np.ndarray:
+    """GrabCut within a box seeded by a disparity region: outside the box sure background, the
+    region's erosion sure foreground, the region probable foreground, the rest of the box
+    probable background."""
+    region = region.astype(np.uint8)
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    gc = np.full(region.shape, cv2.GC_BGD, np.uint8)
+    gc[inside] = cv2.GC_PR_BGD
+    gc[(region > 0) & inside] = cv2.GC_PR_FGD
+    gc[(cv2.erode(region, k) > 0) & inside] = cv2.GC_FGD
+    if not (gc == cv2.GC_FGD).any() or inside.all():
+        return region.astype(bool)
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)
+    cv2.grabCut(_to_u8(image), gc, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+    return (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
+
+
 def box_prompt_dp(est, image: np.ndarray, box: tuple[int, int, int, int]) -> PromptResult:
     """The boxed object from the DP views alone: regions grown (:func:`grow_segments`, within the
     superpixels mostly inside the box) from each superpixel near the box centre; the one scoring
     best as in :func:`box_prompt` (centre weight x share within the box^2 x (1 - rim share)),
-    GrabCut-refined within the box."""
+    then :func:`grabcut_box` (the box's outside as sure background: box IoU 0.85 -> 0.87 on 40
+    development scenes against GrabCut around the region)."""
     lab = est.labels
     h, w = lab.shape
     notes: list = []
@@ -405,7 +424,7 @@ def box_prompt_dp(est, image: np.ndarray, box: tuple[int, int, int, int]) -> Pro
         raise PromptError(f"--box {x0},{y0},{x1},{y1}: no disparity layer found inside the box")
     tol = disparity_tolerance(est.disparity)
     conf = contrast_confidence(est.disparity, best, tol)
-    refined = grabcut_refine(image, best, reach=REACH_DP) & inside
+    refined = grabcut_box(image, best, inside)
     region = refined if refined.any() else best
     return PromptResult(region.astype(np.float32), conf, "box",
                         {"box": [x0, y0, x1, y1], "tolerance": tol, "layer_disparity": radius, "refined": True,
