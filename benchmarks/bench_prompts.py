@@ -7,16 +7,17 @@ sharper UiD makes it, and what the text encoder costs on the phone targets.
    also a prompt naming a colour-shape pair absent from it: share refused (presence < 0.5 or
    an empty mask), next to the share of true prompts accepted. Baseline in the same run: a model that finds
    the regions but ignores the text (IoU of a uniformly drawn region of the scene).
-2. Point / box on every object of the scenes, on the capture's disparity (the renderer's) and on
-   UiD's own defocus output (GrabCut-refined); baselines: the old ``--focus x,y`` disk, the box
-   itself as the mask.
+2. Point / box on every object of the scenes, on the capture's disparity (the renderer's), on
+   the DP views alone (``runtime_py.dp_disparity``, what ``run`` uses without a depth map) and
+   on UiD's own defocus output (GrabCut-refined); baselines: the old ``--focus x,y`` disk, the
+   box itself as the mask.
 3. Refocus: UiD (checkpoints/uid-mobile) with the point prompt's mask; gradient energy (mean
    squared Sobel) inside the mask over outside it, of the refocused image and of the input;
    their ratio > 1 means the prompted object got sharper than the rest.
 4. Text encoder: ONNX and LiteRT (``export/text_encoder.py``) size, latency (median, 1 thread)
    and parity vs the PyTorch encoder in the same run.
 
-    PYTHONPATH=. python benchmarks/bench_prompts.py [--count 40] [--no-encoder]
+    PYTHONPATH=. python benchmarks/bench_prompts.py [--count 40] [--no-encoder] [--only text|spatial]
 Prints tables; the last line is one JSON object of the figures.
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import cv2
@@ -35,7 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from models.checkpoint import load_model  # noqa: E402
-from runtime_py.prompts import box_prompt, iou, point_prompt  # noqa: E402
+from runtime_py.dp_disparity import dp_disparity  # noqa: E402
+from runtime_py.prompts import box_prompt, box_prompt_dp, iou, point_prompt, point_prompt_dp  # noqa: E402
 from synth.prompt_scenes import COLOURS, SHAPES, object_scene, prompts_for, query_embedding, render_dp  # noqa: E402
 
 
@@ -97,7 +100,9 @@ def gradient_energy(img: np.ndarray, region: np.ndarray) -> float:
 
 def spatial_table(uid, count: int, size: int, seed: int) -> dict:
     rng = np.random.default_rng([seed, 12])
-    rows = {k: [] for k in ("point_capture", "point_uid", "box_capture", "box_uid", "disk_baseline", "box_baseline")}
+    rows = {k: [] for k in ("point_capture", "point_dp", "point_uid", "box_capture", "box_dp", "box_uid",
+                            "disk_baseline", "box_baseline")}
+    seconds = []
     ratios, ratios_in = [], []
     k3 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
     for _ in range(count):
@@ -106,6 +111,9 @@ def spatial_table(uid, count: int, size: int, seed: int) -> dict:
         left, right = _tensor(s.left), _tensor(s.right)
         with torch.no_grad():
             defocus = uid(left, right, torch.zeros(1, 1, size, size))[2][0, 0].numpy()
+        t0 = time.perf_counter()
+        est = dp_disparity(s.left, s.right)
+        seconds.append(time.perf_counter() - t0)
         for j in range(1, len(sc.objects) + 1):
             m = sc.mask(j)
             pt = _inner_point(m)
@@ -113,8 +121,10 @@ def spatial_table(uid, count: int, size: int, seed: int) -> dict:
             box = (xs.min() - 2, ys.min() - 2, xs.max() + 3, ys.max() + 3)
             pc = point_prompt(s.coc, s.combined, pt, refine=False)
             rows["point_capture"].append(iou(pc.mask, m))
+            rows["point_dp"].append(iou(point_prompt_dp(est, s.combined, pt).mask, m))
             rows["point_uid"].append(iou(point_prompt(defocus, s.combined, pt, refine=True).mask, m))
             rows["box_capture"].append(iou(box_prompt(s.coc, s.combined, box, refine=False).mask, m))
+            rows["box_dp"].append(iou(box_prompt_dp(est, s.combined, box).mask, m))
             rows["box_uid"].append(iou(box_prompt(defocus, s.combined, box, refine=True).mask, m))
             disk = np.zeros_like(m)
             cv2.circle(disk, pt, max(2, int(0.06 * size)), 1.0, -1)
@@ -136,11 +146,14 @@ def spatial_table(uid, count: int, size: int, seed: int) -> dict:
                       "share_sharper": float(np.mean(np.array(ratios) > 1)),
                       "median_ratio_input": float(np.median([a for a, _ in ratios_in])),
                       "median_ratio_refocused": float(np.median([b for _, b in ratios_in]))}
-    print("\npoint and box prompts (IoU vs the true object masks)")
+    res["dp_disparity_s"] = {"n": len(seconds), "median_s": float(np.median(seconds))}
+    print("\npoint and box prompts (IoU vs the true object masks; capture = the renderer's disparity, dp = the "
+          "DP views alone via runtime_py.dp_disparity, uid = UiD mobile's defocus output)")
     print(f"{'prompt / disparity':24} {'n':>4} {'mean IoU':>9} {'median':>7} {'min':>6}")
     for k, v in res.items():
-        if k != "refocus":
+        if k not in ("refocus", "dp_disparity_s"):
             print(f"{k:24} {v['n']:4d} {v['miou']:9.3f} {v['median_iou']:7.3f} {v['min_iou']:6.3f}")
+    print(f"dp_disparity: median {res['dp_disparity_s']['median_s']:.2f} s per {size}x{size} scene (1 thread)")
     r = res["refocus"]
     print("\nrefocus on the point prompt's mask (UiD mobile): gradient energy inside / outside the mask")
     print(f"input {r['median_ratio_input']:.3f}  refocused {r['median_ratio_refocused']:.3f}  "
@@ -173,12 +186,16 @@ def main() -> None:
     ap.add_argument("--uid-checkpoint", type=Path, default=ROOT / "checkpoints" / "uid-mobile.safetensors")
     ap.add_argument("--no-encoder", action="store_true", help="skip the text encoder export")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--only", choices=("text", "spatial"), help="run only this table (and the encoder unless --no-encoder)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    net = load_model(a.mask_checkpoint, expected_model="promptmask")[0]
-    uid = load_model(a.uid_checkpoint, expected_model="uid")[0]
-    figures = {"text": text_table(net, a.count, a.size, a.seed),
-               "spatial": spatial_table(uid, max(1, a.count // 3), a.size, a.seed)}
+    figures = {}
+    if a.only != "spatial":
+        net = load_model(a.mask_checkpoint, expected_model="promptmask")[0]
+        figures["text"] = text_table(net, a.count, a.size, a.seed)
+    if a.only != "text":
+        uid = load_model(a.uid_checkpoint, expected_model="uid")[0]
+        figures["spatial"] = spatial_table(uid, max(1, a.count // 3), a.size, a.seed)
     if not a.no_encoder:
         figures["encoder"] = encoder_table(a.threads)
     figures["setup"] = {"count": a.count, "size": a.size, "seed": a.seed, "mask_checkpoint": str(a.mask_checkpoint),

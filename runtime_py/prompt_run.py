@@ -7,8 +7,9 @@ shifted by its mean inside ``M_trg`` (the model that takes the mask, UiD, does t
   and the DP views, resized to the mask head's working size, through the prompt-mask model
   (a checkpoint, default ``checkpoints/promptmask-mobile``, or an exported artifact on its
   runtime); the mask is its output at 0.5, the confidence its ``presence`` output;
-- point / box: ``runtime_py.prompts`` on the capture's disparity when it has one, else on the
-  model's own signed defocus output (``ModelSpec.disparity_output``), GrabCut-refined.
+- point / box: ``runtime_py.prompts`` on the capture's disparity when it has one, else on the DP
+  defocus estimated from the views (``runtime_py.dp_disparity``; region growing over its
+  superpixels, GrabCut-refined). run.json's ``prompt.disparity`` names the map used.
 A confidence under ``min_confidence`` is an error that says so (nothing is written).
 """
 from __future__ import annotations
@@ -19,7 +20,8 @@ import cv2
 import numpy as np
 
 from models.registry import get
-from runtime_py.prompts import PromptError, PromptResult, box_prompt, parse_ints, point_prompt
+from runtime_py.prompts import (PromptError, PromptResult, box_prompt, box_prompt_dp, parse_ints, point_prompt,
+                                point_prompt_dp)
 
 PROMPT_MODEL_CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "promptmask-mobile.safetensors"
 MASK_MODEL = "promptmask"  # the registered model whose spec answers text prompts
@@ -81,21 +83,18 @@ def text_prompt(runner, left: np.ndarray, right: np.ndarray, prompt: str, embedd
     return PromptResult(mask, conf, "text", rec)
 
 
-def _disparity(model: str, capture, inputs: dict, runner, processing: list) -> tuple[np.ndarray, str]:
-    """The map point/box prompts grow on: the capture's disparity (same size) or the model's
-    signed defocus output run once with the inputs as they are (the mask does not change it)."""
-    from runtime_py.run_capture import run
+def _disparity(capture, inputs: dict):
+    """What point/box prompts grow on: the capture's disparity (same size), else the DP defocus
+    estimated from the views themselves (``runtime_py.dp_disparity``: sharper and more
+    object-accurate than the model's own defocus output, see docs/BENCHMARKS.md)."""
+    from runtime_py.dp_disparity import dp_disparity
 
     h, w = inputs["left"].shape[-2:]
     disp = capture.arrays.get("disparity") if hasattr(capture, "arrays") else None
     if disp is not None and np.shape(disp)[:2] == (h, w):
         return np.asarray(disp, np.float32).reshape(h, w), "capture disparity"
-    name = get(model).disparity_output
-    if name is None:
-        raise PromptError(f"{model}: --point/--box need a disparity map: the capture has none and the model "
-                          "gives no defocus output")
-    out = run(runner, model, inputs, processing=processing)
-    return out[name][0, 0].astype(np.float32), f"model output {name!r}"
+    views = [np.ascontiguousarray(inputs[k][0].transpose(1, 2, 0), np.float32) for k in ("left", "right")]
+    return dp_disparity(*views), "DP views (runtime_py.dp_disparity, cross-blur cost per superpixel)"
 
 
 def prompted_mask(model: str, capture, inputs: dict, runner, record: dict, *, prompt: str | None = None,
@@ -124,10 +123,14 @@ def prompted_mask(model: str, capture, inputs: dict, runner, record: dict, *, pr
             x, y = parse_ints(point, 2, "point")
             if not (0 <= x < w and 0 <= y < h):
                 raise PromptError(f"--point {x},{y} is outside the {w}x{h} image")
-        disp, source = _disparity(model, capture, inputs, runner, record["processing"])
-        refine = source != "capture disparity"  # an estimated map is smooth: GrabCut sharpens its edges
-        res = (box_prompt(disp, image, parse_ints(box, 4, "box"), refine=refine) if box is not None
-               else point_prompt(disp, image, parse_ints(point, 2, "point"), refine=refine))
+        disp, source = _disparity(capture, inputs)
+        if source == "capture disparity":  # one layer per object: grown on the map as it is
+            res = (box_prompt(disp, image, parse_ints(box, 4, "box"), refine=False) if box is not None
+                   else point_prompt(disp, image, parse_ints(point, 2, "point"), refine=False))
+        else:
+            res = (box_prompt_dp(disp, image, parse_ints(box, 4, "box")) if box is not None
+                   else point_prompt_dp(disp, image, parse_ints(point, 2, "point")))
+            disp = disp.disparity
         res.record["disparity"] = source
         res.disparity = disp
         if res.confidence < min_confidence * 0.5:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from runtime_py.prompts import PromptError, box_prompt, clip_box, iou, parse_ints, point_prompt
+from prompt_helpers import bounding_box, inner_point
 from synth.prompt_scenes import HELD_OUT, SPECIAL, object_scene, prompts_for, render_dp, vocabulary
 from models.registry import get as get_spec
 
@@ -24,17 +25,6 @@ def _scenes(n=4, size=(96, 112), seed=5):
     return out
 
 
-def _inner_point(m):
-    dist = cv2.distanceTransform((m > 0).astype(np.uint8), cv2.DIST_L2, 3)
-    y, x = np.unravel_index(np.argmax(dist), dist.shape)
-    return int(x), int(y)
-
-
-def _box(m, margin=2):
-    ys, xs = np.nonzero(m)
-    return xs.min() - margin, ys.min() - margin, xs.max() + 1 + margin, ys.max() + 1 + margin
-
-
 @pytest.fixture(scope="module")
 def scenes():
     return _scenes()
@@ -46,8 +36,8 @@ def _ious(scenes, disparity, refine):
         d = disparity(s)
         for j in range(1, len(sc.objects) + 1):
             m = sc.mask(j)
-            p = point_prompt(d, s.combined, _inner_point(m), refine=refine)
-            b = box_prompt(d, s.combined, _box(m), refine=refine)
+            p = point_prompt(d, s.combined, inner_point(m), refine=refine)
+            b = box_prompt(d, s.combined, bounding_box(m), refine=refine)
             point_ious.append(iou(p.mask, m))
             box_ious.append(iou(b.mask, m))
             conf += [p.confidence, b.confidence]
@@ -309,13 +299,13 @@ def test_run_with_a_point_writes_mask_figure_and_record(prompt_capture, tmp_path
     import json
 
     root, sc = prompt_capture
-    x, y = _inner_point(sc.mask(1))
+    x, y = inner_point(sc.mask(1))
     r = _run(["--capture", str(root), "--out", str(tmp_path / "o"), "--point", f"{x},{y}"])
     assert r.exit_code == 0, r.output
     names = {p.name for p in (tmp_path / "o").iterdir()}
     assert {"mask.png", "prompt.png", "refocused.png", "run.json"} <= names
     rec = json.loads((tmp_path / "o" / "run.json").read_text())
-    assert rec["prompt"]["kind"] == "point" and rec["prompt"]["disparity"] == "model output 'defocus'"
+    assert rec["prompt"]["kind"] == "point" and rec["prompt"]["disparity"].startswith("DP views")
     mask = cv2.imread(str(tmp_path / "o" / "mask.png"), cv2.IMREAD_GRAYSCALE)
     assert mask.shape == (64, 80) and mask[y, x] == 255
 

@@ -1,0 +1,124 @@
+"""Point and box prompts on the DP views alone (no depth map): the estimated DP defocus orders the
+objects' depth layers, the prompts find the objects, and disparity (not colour) separates two
+touching objects of one colour and an object painted like its background."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from calibration.cameras import get_camera
+from runtime_py.dp_disparity import dp_disparity
+from runtime_py.prompts import PromptError, box_prompt_dp, iou, point_prompt_dp
+from synth.dp_sample import make_dp_sample
+from prompt_helpers import bounding_box, inner_point
+from synth.prompt_scenes import CAMERA, _texture, object_scene, render_dp
+from synth.scenes import Scene
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    rng = np.random.default_rng(21)
+    out = []
+    for _ in range(5):
+        sc = object_scene(rng, (80, 80), "any")
+        s = render_dp(sc, rng)
+        out.append((sc, s, dp_disparity(s.left, s.right)))
+    return out
+
+
+def test_estimated_defocus_orders_the_depth_layers(scenes):
+    """Per object, the median estimated signed CoC against the true one: same order (rank
+    correlation) and, for clearly defocused objects, the same sign (the DP disparity's)."""
+    from scipy.stats import spearmanr
+
+    true, est = [], []
+    for sc, s, e in scenes:
+        for j in range(len(sc.objects) + 1):
+            m = sc.labels == j
+            true.append(float(np.median(s.coc[m])))
+            est.append(float(np.median(e.disparity[m])))
+    true, est = np.array(true), np.array(est)
+    assert spearmanr(true, est)[0] > 0.8, (true, est)
+    clear = np.abs(true) > 1.5
+    assert np.mean(np.sign(est[clear]) == np.sign(true[clear])) >= 0.9, (true, est)
+
+
+def test_point_and_box_find_the_objects_from_the_views_alone(scenes):
+    """Mean IoU on 15 objects of 80 px scenes: 0.75 (point), 0.76 (box) when written, against 0.46
+    for the box itself as the mask. Below the issue's 0.85 (see docs/BENCHMARKS.md); the bar
+    here guards against regressions."""
+    points, boxes, rects = [], [], []
+    for sc, s, e in scenes:
+        for j in range(1, len(sc.objects) + 1):
+            m = sc.mask(j)
+            points.append(iou(point_prompt_dp(e, s.combined, inner_point(m)).mask, m))
+            boxes.append(iou(box_prompt_dp(e, s.combined, bounding_box(m)).mask, m))
+            x0, y0, x1, y1 = bounding_box(m)
+            rect = np.zeros_like(m)
+            rect[max(0, y0):y1, max(0, x0):x1] = 1
+            rects.append(iou(rect, m))
+    assert np.mean(points) >= 0.7 and np.mean(boxes) >= 0.7, (points, boxes)
+    assert min(np.mean(points), np.mean(boxes)) > np.mean(rects) + 0.2
+
+
+def _render(image, coc, seed=0):
+    cam = get_camera(CAMERA)
+    depth = np.vectorize(cam.depth_for_coc)(coc).astype(np.float32)
+    return make_dp_sample(Scene(image.astype(np.float32), depth, "test"), cam, rng=np.random.default_rng(seed),
+                          distortion=False, noise_scale=0.05, device="cpu")
+
+
+def test_touching_objects_of_one_colour_are_separated_by_depth():
+    """Two touching striped red squares, near (-3 px) and at +1 px, on a far (+4 px) muted
+    background: a tap or box on either selects it alone."""
+    rng = np.random.default_rng(2)
+    h, w = 72, 96
+    image = np.clip(0.4 + 0.05 * rng.standard_normal((h, w, 3)), 0, 1).astype(np.float32)
+    image = cv2.GaussianBlur(image, (0, 0), 1.0)
+    paint = _texture("striped", (0.8, 0.08, 0.06), h, w, rng)
+    a = np.zeros((h, w), bool)
+    b = np.zeros((h, w), bool)
+    a[16:56, 14:48] = True
+    b[16:56, 48:82] = True
+    image[a | b] = paint[a | b]
+    coc = np.full((h, w), 4.0, np.float32)
+    coc[a], coc[b] = -3.0, 1.0
+    s = _render(image, coc)
+    e = dp_disparity(s.left, s.right)
+    for m, other in ((a, b), (b, a)):
+        p = point_prompt_dp(e, s.combined, inner_point(m))
+        bx = box_prompt_dp(e, s.combined, bounding_box(m))
+        assert iou(p.mask, m) > 0.65 and iou(bx.mask, m) > 0.75, (iou(p.mask, m), iou(bx.mask, m))
+        assert (p.mask[other] > 0).mean() < 0.1 and (bx.mask[other] > 0).mean() < 0.1
+
+
+def test_object_painted_like_the_background_is_found_by_its_depth():
+    """A disc carrying the background's own texture, nearer (-3 px): colour alone cannot find it."""
+    rng = np.random.default_rng(4)
+    h, w = 80, 80
+    n = cv2.resize(rng.standard_normal((22, 22)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    image = np.repeat(np.clip(0.4 * (1 + 0.5 * n), 0, 1)[..., None], 3, 2)
+    disc = np.zeros((h, w), np.uint8)
+    cv2.circle(disc, (40, 40), 16, 1, -1)
+    disc = disc.astype(bool)
+    other = np.roll(image, (23, 31), (0, 1))  # the same texture, another patch of it
+    image[disc] = other[disc]
+    coc = np.where(disc, -3.0, 2.5).astype(np.float32)
+    s = _render(image, coc, seed=1)
+    e = dp_disparity(s.left, s.right)
+    assert iou(point_prompt_dp(e, s.combined, (40, 40)).mask, disc) > 0.65
+    assert iou(box_prompt_dp(e, s.combined, bounding_box(disc)).mask, disc) > 0.65
+
+
+def test_flat_scene_has_no_confidence_and_bad_prompts_are_refused():
+    rng = np.random.default_rng(0)
+    flat = np.full((48, 64, 3), 0.5, np.float32) + 0.001 * rng.standard_normal((48, 64, 3)).astype(np.float32)
+    e = dp_disparity(flat, flat)
+    with pytest.raises(PromptError, match="textureless region"):
+        point_prompt_dp(e, flat, (30, 20))
+    with pytest.raises(PromptError, match="outside the 64x48 image"):
+        point_prompt_dp(e, flat, (64, 3))
+    with pytest.raises(PromptError, match="outside the 64x48 image"):
+        box_prompt_dp(e, flat, (70, 0, 90, 10))
+    assert box_prompt_dp(e, flat, (10, 10, 40, 40)).confidence < 0.3
