@@ -3,7 +3,7 @@ graph I/O and depthwise convs kept float) with the rule `export.targets.litert` 
 convolution family only), on one float .tflite and one calibration, so only the recipe differs.
 
     python benchmarks/bench_litert_int8.py [--model uid] [--size 256x256] [--samples 4] [--runs 8]
-        [--study recipes|leaky|filter]
+        [--study recipes|leaky|folding|filter]
 
 Per recipe: worst parity PSNR per output against PyTorch fp32 on realistic synthetic inputs, file
 size, median interpreter latency (XNNPACK, --threads). The last line is one JSON object.
@@ -16,6 +16,9 @@ a x``: RELU + MUL + ADD; each quantised only inside the rewritten activations, e
 as a speed bound only (other outputs), ReLU in its place (fused into the int8 convolutions, as in
 RDPD). Per form: parity, the XNNPACK delegate split (``bench_litert_ops.delegation``) and the
 latency, every file timed in turn in one loop (same-run ratios).
+
+``--study folding``: the shipped rule with and without folding weight-only sub-graphs at
+conversion (``export.targets.litert.CONSTANT_FOLDING``), fp32 and int8 of each.
 
 ``--study filter``: DC2's per-pixel 7x7 dynamic filter (``models.blocks.dynamic_filter_7x7``, 49
 slices, multiplies and adds) against an im2col form (a constant one-hot 7x7 convolution giving the
@@ -76,10 +79,12 @@ class ReluBound(LeakyAsMaximum):
         return torch.relu(x)
 
 
-# form -> (module replacing every nn.LeakyReLU or None, ops quantised inside it)
-LEAKY_FORMS = {"leaky_relu (shipped)": (None, ()), "max(x, a x)": (LeakyAsMaximum, ("MUL", "MAXIMUM")),
-               "(1-a) relu(x) + a x": (LeakyAsRelu, ("RELU", "MUL", "ADD")),
-               "relu bound (not the model)": (ReluBound, ())}
+# form -> (module replacing every nn.LeakyReLU or None, ops quantised inside it, fold weight-only
+# sub-graphs); a form without a module also gets its fp32 file timed
+LEAKY_FORMS = {"leaky_relu (shipped)": (None, (), True), "max(x, a x)": (LeakyAsMaximum, ("MUL", "MAXIMUM"), True),
+               "(1-a) relu(x) + a x": (LeakyAsRelu, ("RELU", "MUL", "ADD"), True),
+               "relu bound (not the model)": (ReluBound, (), True)}
+FOLDING_FORMS = {"not folded (before)": (None, (), False), "folded (shipped)": (None, (), True)}
 
 
 def swap_leaky(model: torch.nn.Module, make) -> torch.nn.Module:
@@ -146,8 +151,8 @@ def filter_study(h: int, w: int, runs: int, threads: int) -> None:
                       "speedup": round(s["median_ms"] / c["median_ms"], 2)}))
 
 
-def leaky_study(model, spec, names, onames, out_specs, example, calib_set, real, ref, a, h, w) -> None:
-    """int8 LiteRT with LeakyReLU as trained and rewritten (LEAKY_FORMS), same calibration samples."""
+def forms_study(forms, model, spec, names, onames, out_specs, example, calib_set, real, ref, a, h, w) -> None:
+    """int8 LiteRT of the model in each form (LEAKY_FORMS, FOLDING_FORMS), same calibration samples."""
     import ai_edge_quantizer as aeq
     import litert_torch
     from ai_edge_quantizer import recipe
@@ -160,18 +165,18 @@ def leaky_study(model, spec, names, onames, out_specs, example, calib_set, real,
     feeds = [{f"args_{i}": np.ascontiguousarray(s[n], np.float32) for i, n in enumerate(names)} for s in calib_set]
     (static,) = recipe.static_wi8_ai8()
     paths = {}
-    for label, (make, ops) in LEAKY_FORMS.items():
+    for label, (make, ops, fold) in forms.items():
         m = model if make is None else swap_leaky(model, make)
         stem = work / f"form{len(paths)}"
         with contextlib.redirect_stdout(io.StringIO()):
             litert_torch.convert(m, tuple(example[n] for n in names),
-                                 runtime_constant_folding=litert.CONSTANT_FOLDING).export(f"{stem}-fp32.tflite")
+                                 runtime_constant_folding=fold).export(f"{stem}-fp32.tflite")
             rec = litert._recipe("int8") + [{**static, "regex": f".*{make.__name__}.*", "operation": op} for op in ops]
             q = aeq.Quantizer(f"{stem}-fp32.tflite", rec)
             q.quantize(q.calibrate({"serving_default": feeds}, num_threads=1)).export_model(f"{stem}-int8.tflite",
                                                                                             overwrite=True)
         if make is None:
-            paths["fp32 (shipped)"] = Path(f"{stem}-fp32.tflite")
+            paths[f"fp32, {label}"] = Path(f"{stem}-fp32.tflite")
         paths[label] = Path(f"{stem}-int8.tflite")
     rows, runners = {}, {}
     for label, path in paths.items():
@@ -189,15 +194,14 @@ def leaky_study(model, spec, names, onames, out_specs, example, calib_set, real,
             rows[label]["ms"].append((time.perf_counter() - t) * 1e3)
     for r in rows.values():
         r["median_ms"] = round(statistics.median(r.pop("ms")[1:]), 1)
-    f32 = rows["fp32 (shipped)"]["median_ms"]
-    print(f"LiteRT int8, LeakyReLU forms, {spec.name}-{a.variant} {h}x{w}, {a.threads} threads, median of {a.runs}, "
-          f"load {os.getloadavg()[0]:.1f}")
-    print(f"{'form':28s} {'ms':>8s} {'fp32/x':>7s} {'PSNR':>6s} {'DEQ':>4s} {'parts':>5s}  fallback ops")
+    shipped = rows[next(k for k in forms if "(shipped)" in k)]["median_ms"]
+    print(f"LiteRT int8 forms ({a.study}), {spec.name}-{a.variant} {h}x{w}, {a.threads} threads, median of {a.runs}, "
+          f"load {os.getloadavg()[0]:.1f}; x = the shipped int8 form's ms / this row's")
+    print(f"{'form':34s} {'ms':>8s} {'x':>6s} {'PSNR':>6s} {'DEQ':>4s} {'parts':>5s}  fallback ops")
     for label, r in rows.items():
-        print(f"{label:28s} {r['median_ms']:8.1f} {f32 / r['median_ms']:6.2f}x {r['psnr']:6.1f} {r['dequantize']:4d} "
+        print(f"{label:34s} {r['median_ms']:8.1f} {shipped / r['median_ms']:5.2f}x {r['psnr']:6.1f} {r['dequantize']:4d} "
               f"{r['partitions']:5d}  " + ", ".join(f"{k} {n}" for k, n in r["fallback"].items()))
-    shipped = rows["leaky_relu (shipped)"]["median_ms"]
-    print(json.dumps({"study": "leaky", "model": spec.name, "size": [h, w], "threads": a.threads, "rows": rows,
+    print(json.dumps({"study": a.study, "model": spec.name, "size": [h, w], "threads": a.threads, "rows": rows,
                       "speedup": {k: round(shipped / r["median_ms"], 2) for k, r in rows.items()}}))
 
 
@@ -221,7 +225,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=4, help="realistic parity samples")
     ap.add_argument("--runs", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--study", choices=("recipes", "leaky", "filter"), default="recipes")
+    ap.add_argument("--study", choices=("recipes", "leaky", "folding", "filter"), default="recipes")
     a = ap.parse_args()
     h, w = parse_size(a.size)
     torch.set_num_threads(1)
@@ -242,8 +246,9 @@ def main() -> None:
     calib_set, _ = cd.calibration_set(spec, a.variant, h, w, "synthetic", a.calibration_count, 0)
     real = cd.synthetic_inputs(spec, a.variant, h, w, a.samples, 1)
     ref = [torch_run(model, names, onames, s) for s in real]
-    if a.study == "leaky":
-        return leaky_study(model, spec, names, onames, out_specs, example, calib_set, real, ref, a, h, w)
+    if a.study in ("leaky", "folding"):
+        forms = LEAKY_FORMS if a.study == "leaky" else FOLDING_FORMS
+        return forms_study(forms, model, spec, names, onames, out_specs, example, calib_set, real, ref, a, h, w)
     feeds = [{f"args_{i}": np.ascontiguousarray(s[n], np.float32) for i, n in enumerate(names)} for s in calib_set]
     with contextlib.redirect_stdout(io.StringIO()):
         calib = aeq.Quantizer(str(float_path), every_op_recipe()).calibrate({"serving_default": feeds}, num_threads=1)

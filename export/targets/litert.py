@@ -31,7 +31,10 @@ RECIPES = {"int8-weights": "weight_only_wi8_afp32", "int8-dynamic": "dynamic_wi8
 # gate checks), which kept a DEQUANTIZE/QUANTIZE pair around each: rdpd-mobile 256x256, one
 # thread, int8 1275 -> 732 ms (fp32 3705 / 3202 ms in the same process on a loaded box), parity
 # unchanged (worst output 49.0 dB). ai-edge-quantizer 0.10 has no min-max int8 rule for
-# LEAKY_RELU ("Unsupported operation LEAKY_RELU"), so UiD's and DC2's activations stay float.
+# LEAKY_RELU ("Unsupported operation LEAKY_RELU"), so UiD's and DC2's activations stay float (with
+# their DEQUANTIZE/QUANTIZE, inside the XNNPACK delegate). Rewriting LeakyReLU as max(x, a x) or
+# (1-a) relu(x) + a x quantises but is slower: XNNPACK takes neither int8 MAXIMUM nor a lone int8
+# RELU (bench_litert_int8.py --study leaky).
 QUANTISED_OPS = ("CONV_2D", "CONV_2D_TRANSPOSE", "FULLY_CONNECTED", "MAX_POOL_2D", "CONCATENATION",
                  "RESIZE_NEAREST_NEIGHBOR")
 
@@ -107,8 +110,8 @@ def _quiet():
 # kernel bank and its inverse repeated per image channel, SmoothUp's expanded binomial blur), so
 # without folding those depthwise convs (the 17x17 inverse bank at full resolution among them)
 # and their BROADCAST_TO/RESHAPE ran on LiteRT's own kernels, outside the delegate. Same outputs
-# (fp32 max |diff| 4e-7); uid-mobile 256x256, one thread: int8 1.17x and fp32 1.10x faster
-# (docs/BENCHMARKS.md, "int8 that pays?").
+# (fp32 max |diff| 4e-7); uid-mobile 512x512, 2 threads: int8 1.08x faster, fp32 unchanged
+# (benchmarks/bench_litert_int8.py --study folding; docs/BENCHMARKS.md, "int8 that pays?").
 CONSTANT_FOLDING = True
 
 
