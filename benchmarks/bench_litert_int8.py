@@ -18,7 +18,7 @@ RDPD). Per form: parity, the XNNPACK delegate split (``bench_litert_ops.delegati
 latency, every file timed in turn in one loop (same-run ratios).
 
 ``--study folding``: the shipped rule with and without folding weight-only sub-graphs at
-conversion (``export.targets.litert.CONSTANT_FOLDING``), fp32 and int8 of each.
+conversion (``export.targets.litert.CONSTANT_FOLDING``, ``export.fold``), fp32 and int8 of each.
 
 ``--study filter``: DC2's per-pixel 7x7 dynamic filter (``models.blocks.dynamic_filter_7x7``, 49
 slices, multiplies and adds) against an im2col form (a constant one-hot 7x7 convolution giving the
@@ -158,6 +158,7 @@ def forms_study(forms, model, spec, names, onames, out_specs, example, calib_set
     from ai_edge_quantizer import recipe
 
     from benchmarks.bench_litert_ops import census, delegation
+    from export.fold import folded_module
     from export.parity import compare, merge_worst
     from export.targets import litert
 
@@ -169,8 +170,8 @@ def forms_study(forms, model, spec, names, onames, out_specs, example, calib_set
         m = model if make is None else swap_leaky(model, make)
         stem = work / f"form{len(paths)}"
         with contextlib.redirect_stdout(io.StringIO()):
-            litert_torch.convert(m, tuple(example[n] for n in names),
-                                 runtime_constant_folding=fold).export(f"{stem}-fp32.tflite")
+            args = tuple(example[n] for n in names)
+            litert_torch.convert(folded_module(m, args) if fold else m, args).export(f"{stem}-fp32.tflite")
             rec = litert._recipe("int8") + [{**static, "regex": f".*{make.__name__}.*", "operation": op} for op in ops]
             q = aeq.Quantizer(f"{stem}-fp32.tflite", rec)
             q.quantize(q.calibrate({"serving_default": feeds}, num_threads=1)).export_model(f"{stem}-int8.tflite",
@@ -211,6 +212,7 @@ def main() -> None:
 
     from core.sizes import parse_size
     from export import calibration_data as cd
+    from export.fold import folded_module
     from export.parity import compare, merge_worst, torch_run
     from export.pipeline import SelectOutputs, default_checkpoint, select_outputs
     from export.targets import litert
@@ -241,8 +243,9 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench_litert_int8_"))
     float_path = work / "float.tflite"
     with contextlib.redirect_stdout(io.StringIO()):
-        litert_torch.convert(model, tuple(example[n] for n in names),
-                              runtime_constant_folding=litert.CONSTANT_FOLDING).export(str(float_path))
+        args = tuple(example[n] for n in names)
+        litert_torch.convert(folded_module(model, args) if litert.CONSTANT_FOLDING else model, args).export(
+            str(float_path))
     calib_set, _ = cd.calibration_set(spec, a.variant, h, w, "synthetic", a.calibration_count, 0)
     real = cd.synthetic_inputs(spec, a.variant, h, w, a.samples, 1)
     ref = [torch_run(model, names, onames, s) for s in real]

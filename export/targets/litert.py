@@ -104,14 +104,14 @@ def _quiet():
         yield
 
 
-# Issue 17: sub-graphs that depend only on weights are folded into constants at conversion
-# (litert-torch's runtime constant folding), as the ExecuTorch target does. XNNPACK takes a
-# convolution only when its weight is a constant; UiD builds some in forward from buffers (the
-# kernel bank and its inverse repeated per image channel, SmoothUp's expanded binomial blur), so
-# without folding those depthwise convs (the 17x17 inverse bank at full resolution among them)
-# and their BROADCAST_TO/RESHAPE ran on LiteRT's own kernels, outside the delegate. Same outputs
-# (fp32 max |diff| 4e-7); uid-mobile 512x512, 2 threads: int8 1.08x faster, fp32 unchanged
-# (benchmarks/bench_litert_int8.py --study folding; docs/BENCHMARKS.md, "int8 that pays?").
+# Issue 17: sub-graphs that depend only on weights are folded into constants before conversion
+# (export.fold, as for ExecuTorch). XNNPACK takes a convolution only when its weight is a
+# constant; UiD builds some in forward from buffers (the kernel bank and its inverse repeated per
+# image channel, SmoothUp's expanded binomial blur), so without folding those depthwise convs (the
+# 17x17 inverse bank at full resolution among them) and their BROADCAST_TO/RESHAPE ran on LiteRT's
+# own kernels, outside the delegate. Same outputs (fp32 max |diff| 4e-7); uid-mobile 512x512, 2
+# threads: int8 1.08x faster, fp32 unchanged (benchmarks/bench_litert_int8.py --study folding;
+# docs/BENCHMARKS.md, "int8 that pays?"). DC2 has nothing to fold: its file is byte-identical.
 CONSTANT_FOLDING = True
 
 
@@ -120,8 +120,13 @@ def convert(ctx) -> dict:
 
     path = ctx.workdir / "model.tflite"
     float_path = path if ctx.precision == "fp32" else ctx.workdir / "model-float.tflite"
+    model = ctx.model
+    if CONSTANT_FOLDING:
+        from ..fold import folded_module
+
+        model = folded_module(ctx.model, ctx.args)
     with _quiet():
-        litert_torch.convert(ctx.model, ctx.args, runtime_constant_folding=CONSTANT_FOLDING).export(str(float_path))
+        litert_torch.convert(model, ctx.args).export(str(float_path))
     notes = ["litert_torch.convert (NCHW graph I/O; the converter handles NHWC inside; weight-only "
              "sub-graphs folded into constants so XNNPACK takes the convolutions that use them)"]
     if ctx.precision != "fp32":
@@ -231,7 +236,7 @@ TARGET = Target(
     runtime_name="LiteRT interpreter (ai_edge_litert, XNNPACK)",
     open_runtime=open_runtime,
     not_runnable_reason=None,
-    tools=("litert-torch", "ai-edge-litert", "ai-edge-quantizer"),
+    tools=("litert-torch", "ai-edge-litert", "ai-edge-quantizer", "executorch"),  # executorch: export.fold
     check=check,
     device_bench_tool="benchmark_model",
 )
