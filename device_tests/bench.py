@@ -106,7 +106,9 @@ def delegate_info(manifest: dict, backend) -> str:
     fn = getattr(backend, "delegation", None)
     if callable(fn):
         info = fn()
-        return f"{info['name']}: {info['partitions']} partition(s)"
+        ops = list((info.get("fallback_ops") or {}).items())
+        fb = ", ".join(f"{k} x{v}" for k, v in ops[:3]) + (f" +{len(ops) - 3} more" if len(ops) > 3 else "")
+        return f"{info['name']}: {info['partitions']} partition(s)" + (f"; fallback: {fb}" if fb else "")
     return "none (CPU kernels)"
 
 

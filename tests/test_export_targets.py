@@ -130,11 +130,36 @@ def test_tflite_static_int8_quantises_only_convolutions(tmp_path):
     it = Interpreter(model_path=str(d / "model.tflite"))
     dtype = {t["index"]: t["dtype"] for t in it.get_tensor_details()}
     ops = it._get_ops_details()
-    convs = [o for o in ops if o["op_name"] in QUANTISED_OPS]
-    assert convs and all(dtype[o["inputs"][1]] == np.int8 for o in convs)
+    convs = [o for o in ops if o["op_name"] in ("CONV_2D", "FULLY_CONNECTED")]
+    assert convs and all(dtype[o["inputs"][1]] == np.int8 for o in convs)  # int8 weights
+    moves = [o for o in ops if o["op_name"] in QUANTISED_OPS and o not in convs]  # pooling, concat, resize
+    assert moves and all(dtype[o["inputs"][0]] == np.int8 for o in moves)  # int8 data (a resize's size is int32)
     floats = [o for o in ops if o["op_name"] in ("ADD", "MUL", "SOFTMAX", "DEPTHWISE_CONV_2D", "MEAN", "SUM")]
     assert floats and not any(dtype[i] in (np.int8, np.uint8) for o in floats for i in o["inputs"] if i >= 0)
     assert {t["dtype"] for t in it.get_input_details() + it.get_output_details()} == {np.float32}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("folding", [True, False])
+def test_tflite_weight_only_convs_run_on_xnnpack(tmp_path, monkeypatch, folding):
+    """UiD builds depthwise conv weights in forward from buffers (kernel bank, inverse bank, blur):
+    folded at conversion, XNNPACK takes those convs; without folding they (and the BROADCAST_TO
+    making their weights) fall back to LiteRT's kernels. Outputs equal either way (parity)."""
+    from export.targets import litert
+
+    monkeypatch.setattr(litert, "CONSTANT_FOLDING", folding)
+    row, man, par, d = _export(tmp_path, target="tflite", precision="int8")
+    assert row["verdict"] == "pass", row
+    from models import registry
+
+    spec = registry.get("uid")
+    run = litert.open_runtime(d / "model.tflite", spec.input_names, [o["name"] for o in man["outputs"]], 1)
+    run({k: v.numpy() for k, v in spec.example_inputs(32, 32, variant="tiny").items()})
+    split = run.delegation()
+    assert split["partitions"] >= 1 and split["on_delegate"] > 100
+    weight_ops = {"DEPTHWISE_CONV_2D", "BROADCAST_TO"} & set(split["fallback_ops"])
+    assert (not weight_ops) if folding else weight_ops == {"DEPTHWISE_CONV_2D", "BROADCAST_TO"}
+    assert "RESIZE_NEAREST_NEIGHBOR" in split["fallback_ops"]  # not an XNNPACK op on this stack
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..fold import fold_constants
 from .base import Context, ReferenceCase, Target
 
 
@@ -30,23 +31,6 @@ def _xnnpack_partitioner(ctx):
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
 
     return XnnpackPartitioner(), "XnnpackBackend"
-
-
-def _fold_constants(ep):
-    """Constant-propagate sub-graphs that depend only on parameters and buffers.
-
-    XNNPACK delegates a convolution only when its weight is a constant. UiD computes some weights
-    from buffers in ``forward`` (the kernel bank ``repeat``-ed per image channel in
-    ``apply_bank``, ``SmoothUp``'s ``expand``-ed binomial blur): constant in eval, but ops in the
-    exported graph, so those convs ran on ExecuTorch's portable kernels. Folding them gives the
-    same values (computed once, by the same PyTorch ops) and lets XNNPACK take the convs.
-    Quantize/dequantize ops are never folded: int8 weights stay int8.
-    """
-    import torch
-    from executorch.exir.operator.util import _QUANT_PRIMITIVES
-    from executorch.exir.passes.constant_prop_pass import constant_prop_pass
-
-    return constant_prop_pass(ep, custom_skip_targets={torch.ops.aten.full.default, *_QUANT_PRIMITIVES})
 
 
 def _loads(path: Path) -> bool:
@@ -80,7 +64,7 @@ def lower(ctx: Context, partitioner: Callable, xnnpack: bool) -> dict:
             model = pt2e_xnnpack_int8(model, args, ctx.calibration_args, level)
         elif ctx.precision == "fp16" and xnnpack:
             model = Fp16(model)
-        ep = _fold_constants(torch.export.export(model, args))
+        ep = fold_constants(torch.export.export(model, args))
         part, backend = partitioner(ctx)
         edge = to_edge_transform_and_lower(ep, partitioner=[part])
         delegation = _delegation(edge)

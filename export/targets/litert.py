@@ -31,7 +31,10 @@ RECIPES = {"int8-weights": "weight_only_wi8_afp32", "int8-dynamic": "dynamic_wi8
 # gate checks), which kept a DEQUANTIZE/QUANTIZE pair around each: rdpd-mobile 256x256, one
 # thread, int8 1275 -> 732 ms (fp32 3705 / 3202 ms in the same process on a loaded box), parity
 # unchanged (worst output 49.0 dB). ai-edge-quantizer 0.10 has no min-max int8 rule for
-# LEAKY_RELU ("Unsupported operation LEAKY_RELU"), so UiD's and DC2's activations stay float.
+# LEAKY_RELU ("Unsupported operation LEAKY_RELU"), so UiD's and DC2's activations stay float (with
+# their DEQUANTIZE/QUANTIZE, inside the XNNPACK delegate). Rewriting LeakyReLU as max(x, a x) or
+# (1-a) relu(x) + a x quantises but is slower: XNNPACK takes neither int8 MAXIMUM nor a lone int8
+# RELU (bench_litert_int8.py --study leaky).
 QUANTISED_OPS = ("CONV_2D", "CONV_2D_TRANSPOSE", "FULLY_CONNECTED", "MAX_POOL_2D", "CONCATENATION",
                  "RESIZE_NEAREST_NEIGHBOR")
 
@@ -101,14 +104,31 @@ def _quiet():
         yield
 
 
+# Issue 17: sub-graphs that depend only on weights are folded into constants before conversion
+# (export.fold, as for ExecuTorch). XNNPACK takes a convolution only when its weight is a
+# constant; UiD builds some in forward from buffers (the kernel bank and its inverse repeated per
+# image channel, SmoothUp's expanded binomial blur), so without folding those depthwise convs (the
+# 17x17 inverse bank at full resolution among them) and their BROADCAST_TO/RESHAPE ran on LiteRT's
+# own kernels, outside the delegate. Same outputs (fp32 max |diff| 4e-7); uid-mobile 512x512, 2
+# threads: int8 1.08x faster, fp32 unchanged (benchmarks/bench_litert_int8.py --study folding;
+# docs/BENCHMARKS.md, "int8 that pays?"). DC2 has nothing to fold: its file is byte-identical.
+CONSTANT_FOLDING = True
+
+
 def convert(ctx) -> dict:
     import litert_torch
 
     path = ctx.workdir / "model.tflite"
     float_path = path if ctx.precision == "fp32" else ctx.workdir / "model-float.tflite"
+    model = ctx.model
+    if CONSTANT_FOLDING:
+        from ..fold import folded_module
+
+        model = folded_module(ctx.model, ctx.args)
     with _quiet():
-        litert_torch.convert(ctx.model, ctx.args).export(str(float_path))
-    notes = ["litert_torch.convert (NCHW graph I/O; the converter handles NHWC inside)"]
+        litert_torch.convert(model, ctx.args).export(str(float_path))
+    notes = ["litert_torch.convert (NCHW graph I/O; the converter handles NHWC inside; weight-only "
+             "sub-graphs folded into constants so XNNPACK takes the convolutions that use them)"]
     if ctx.precision != "fp32":
         import ai_edge_quantizer as aeq
 
@@ -158,12 +178,45 @@ def open_runtime(path: Path, input_names: list[str], output_names: list[str], th
         return {n: np.asarray(res[k], np.float32) for n, k in zip(output_names, out_keys)}
 
     def delegation() -> dict:
-        """Delegate kernels in the interpreter's graph after a run (XNNPACK, the default delegate)."""
-        nodes = interp._interpreter  # the Python API has no public node list
-        kernels = sum(nodes.NodeName(i) == "DELEGATE" for i in range(nodes.NumNodes()))
-        return {"name": "XNNPACK", "partitions": kernels}
+        """Delegate partitions and fallback ops after a run (XNNPACK, the default delegate)."""
+        return {"name": "XNNPACK", **xnnpack_split(interp)}
     run.delegation = delegation
     return run
+
+
+def xnnpack_split(interp) -> dict:
+    """Which ops of an interpreter that has run are on the XNNPACK delegate and which fall back to
+    LiteRT's own kernels (single-threaded for most ops, and each one splits the delegated graph).
+
+    The Python API lists the model's ops and, after them, one DELEGATE node per partition, but not
+    the execution plan. An op with an output leaving a partition (a DELEGATE output) was delegated;
+    an op feeding a DELEGATE node or a graph output without that is a fallback op, and so is every
+    op upstream of a fallback op through outputs that leave no partition; the remaining ops live
+    inside partitions. Returns ``{"partitions", "on_delegate", "fallback_ops": {op: count}}``."""
+    import collections
+
+    g = interp._interpreter  # the Python API has no public node list
+    nodes = range(g.NumNodes())
+    name = {i: g.NodeName(i) for i in nodes}
+    ins = {i: [t for t in g.NodeInputs(i) if t >= 0] for i in nodes}
+    outs = {i: list(g.NodeOutputs(i)) for i in nodes}
+    parts = [i for i in nodes if name[i] == "DELEGATE"]
+    part_in = {t for i in parts for t in ins[i]}
+    part_out = {t for i in parts for t in outs[i]}
+    graph_out = set(g.OutputIndices())
+    ops = [i for i in nodes if name[i] != "DELEGATE"]
+    producer = {t: i for i in ops for t in outs[i]}
+    inside = {i for i in ops if any(t in part_out for t in outs[i])}
+    fallback = {i for i in ops if i not in inside and any(t in part_in or t in graph_out for t in outs[i])}
+    todo = list(fallback)
+    while todo:
+        for t in ins[todo.pop()]:
+            p = producer.get(t)
+            if p is not None and p not in inside and p not in fallback:
+                fallback.add(p)
+                todo.append(p)
+    counts = collections.Counter(name[i] for i in fallback)
+    return {"partitions": len(parts), "on_delegate": len(ops) - len(fallback), "fallback_ops": dict(counts.most_common())}
 
 
 _PALETTE = "palettisation (k-means LUT weights) is a Core ML feature"
@@ -183,7 +236,7 @@ TARGET = Target(
     runtime_name="LiteRT interpreter (ai_edge_litert, XNNPACK)",
     open_runtime=open_runtime,
     not_runnable_reason=None,
-    tools=("litert-torch", "ai-edge-litert", "ai-edge-quantizer"),
+    tools=("litert-torch", "ai-edge-litert", "ai-edge-quantizer", "executorch"),  # executorch: export.fold
     check=check,
     device_bench_tool="benchmark_model",
 )
