@@ -46,7 +46,8 @@ class PromptResult:
     record: dict = field(default_factory=dict)
 
 
-TEXTURE_MIN = 0.004  # mean |gradient| (linear [0,1] per px) below which a patch counts as textureless
+TEXTURE_MIN = 0.004  # mean |gradient| (linear [0,1] per px) below which an outline counts as textureless
+COLOUR_TOL = 6.0  # Lab units: the colour-uniform region a tap falls in (check_texture)
 LOW_CONFIDENCE = 0.3
 HOPS = 1  # textureless superpixels a region may cross from a textured one
 REACH_DP = 8  # px GrabCut may move a DP-views region's edge (measured: 2 / 4 / 8 px -> point IoU 0.78 / 0.79 / 0.79)
@@ -84,27 +85,49 @@ def contrast_confidence(disp: np.ndarray, mask: np.ndarray, tol: float) -> float
     return float(np.tanh(abs(np.median(disp[m]) - np.median(disp[ring])) / (2 * tol)))
 
 
-def texture_energy(image: np.ndarray, x: int, y: int, radius: int) -> float:
-    """Mean gradient magnitude of the grey image in a window around (x, y)."""
+def colour_region(image: np.ndarray, x: int, y: int, tol: float = COLOUR_TOL) -> np.ndarray:
+    """The colour-uniform region a tap falls in: flood fill of the lightly smoothed CIELab image
+    from (x, y), every pixel within ``tol`` Lab units of the tapped colour (fixed range), 4-connected.
+    A plain object's blurred outline stops it; a textured patch keeps it small."""
+    from runtime_py.dp_disparity import lab_colour
+
+    lab = cv2.GaussianBlur(lab_colour(image), (0, 0), 1.0)
+    h, w = lab.shape[:2]
+    mask = np.zeros((h + 2, w + 2), np.uint8)
+    cv2.floodFill(lab, mask, (int(x), int(y)), (0, 0, 0), (tol,) * 3, (tol,) * 3,
+                  4 | cv2.FLOODFILL_FIXED_RANGE | cv2.FLOODFILL_MASK_ONLY | (1 << 8))
+    return mask[1:-1, 1:-1] > 0
+
+
+def outline_texture(image: np.ndarray, region: np.ndarray, band: int = 2) -> float:
+    """Mean gradient magnitude of the grey image along ``region``'s outline (the pixels within
+    ``band`` px of it, on either side), leaving out the image border (no outline there): 0 when
+    the region has no outline inside the image (it fills it)."""
     g = np.asarray(image, np.float32)
     g = g.mean(axis=-1) if g.ndim == 3 else g
-    y0, y1, x0, x1 = max(0, y - radius), y + radius + 1, max(0, x - radius), x + radius + 1
-    patch = g[y0:y1, x0:x1]
-    gy, gx = np.gradient(patch) if min(patch.shape) > 1 else (np.zeros(1), np.zeros(1))
-    return float(np.mean(np.hypot(gx, gy)))
+    gy, gx = np.gradient(g)
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
+    r = region.astype(np.uint8)
+    ring = (cv2.dilate(r, k) > 0) & ~(cv2.erode(r, k, borderType=cv2.BORDER_REPLICATE) > 0)
+    ring[:band + 1], ring[-band - 1:], ring[:, :band + 1], ring[:, -band - 1:] = False, False, False, False
+    return float(np.hypot(gx, gy)[ring].mean()) if ring.any() else 0.0
 
 
-def check_texture(image: np.ndarray, x: int, y: int, conf: float) -> float:
-    """The texture energy around a tap; an error when it is textureless and its region shows no
-    disparity contrast (DP disparity cannot be measured there)."""
-    h, w = image.shape[:2]
-    radius = max(4, int(0.04 * min(h, w)))
-    tex = texture_energy(image, x, y, radius)
+def check_texture(image: np.ndarray, x: int, y: int, conf: float) -> dict:
+    """Whether DP disparity is measurable for a tap, judged over the colour-uniform region it falls
+    in (:func:`colour_region`) and that region's outline, not a fixed window: a tap on a plain
+    object's flat interior is fine when the object's outline has contrast (disparity is measured
+    there and the region carries it inwards). An error when the region's outline is textureless
+    too (a flat scene, a blank wall or sky reaching the image's edges or fading out smoothly) and
+    the grown region shows no disparity contrast."""
+    region = colour_region(image, x, y)
+    tex = outline_texture(image, region)
     if tex < TEXTURE_MIN and conf < LOW_CONFIDENCE:
-        raise PromptError(f"--point {x},{y} is on a textureless region (mean gradient {tex:.4f} within {radius} px, "
-                          f"disparity contrast {conf:.2f}): dual-pixel disparity cannot be measured there; tap an "
-                          "edge or a textured part of the subject, or use --box / --prompt")
-    return tex
+        raise PromptError(f"--point {x},{y} is on a textureless region (a {int(region.sum())}-px region of one colour "
+                          f"whose outline has mean gradient {tex:.4f}, disparity contrast {conf:.2f}): dual-pixel "
+                          "disparity cannot be measured there; tap an edge or a textured part of the subject, or use "
+                          "--box / --prompt")
+    return {"texture": tex, "colour_region_px": int(region.sum())}
 
 
 def _component_at(mask: np.ndarray, x: int, y: int) -> np.ndarray:
@@ -184,7 +207,7 @@ def point_prompt(disp: np.ndarray, image: np.ndarray, point: tuple[int, int], re
         region = _component_at(grabcut_refine(image, region), x, y) | (region & _component_at(region, x, y))
         region = _component_at(region, x, y)
     return PromptResult(region.astype(np.float32), conf, "point",
-                        {"point": [x, y], "tolerance": tol, "seed_disparity": seed_val, "texture": tex,
+                        {"point": [x, y], "tolerance": tol, "seed_disparity": seed_val, **tex,
                          "refined": refine, "pixels": int(region.sum())})
 
 
@@ -363,7 +386,7 @@ def point_prompt_dp(est, image: np.ndarray, point: tuple[int, int]) -> PromptRes
     refined = _component_at(grabcut_refine(image, region, reach=REACH_DP), x, y)
     region = refined if refined.any() else region
     return PromptResult(region.astype(np.float32), conf, "point",
-                        {"point": [x, y], "tolerance": tol, "seed_disparity": radius, "texture": tex,
+                        {"point": [x, y], "tolerance": tol, "seed_disparity": radius, **tex,
                          "refined": True, "pixels": int(region.sum()), "segments": int(members.sum())})
 
 
