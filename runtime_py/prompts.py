@@ -302,19 +302,24 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def grow_segments(est, seeds, allowed: np.ndarray | None = None, max_rise: float = 0.3, colour_strict: float = 8.0,
                   colour_textured: float = 30.0, informative: float = 0.5,
-                  max_hops: int = HOPS) -> tuple[np.ndarray, float]:
+                  max_hops: int = HOPS, anchor_tol: float | None = None) -> tuple[np.ndarray, float]:
     """Region growing over the superpixel graph of a :class:`runtime_py.dp_disparity.DPDisparity`
     from ``seeds``, most similar colour first. A neighbour joins when
 
     - its matching cost agrees with the region's: merging raises the region-plus-neighbour cost
       minimum by at most ``max_rise`` times the neighbour's own minimum (so a textureless patch,
-      whose cost is flat, always agrees and two textured patches at different depths never do);
+      whose cost is flat, always agrees and two textured patches at different depths never do).
+      The region's cost sums its textured members only: a textureless seed's curve is noise whose
+      minimum often sits at the end of the range, and it blocked every neighbour (a tap on a
+      plain object's interior at 192 px: point IoU 0.749 -> 0.816; 96 px: 0.774 -> 0.776);
     - its Lab colour is within ``colour_strict + colour_textured * confidence`` of the region
       member it touches: strict where disparity cannot tell (textureless), lenient where it can
       (the stripes of one object);
     - if it is textureless (confidence < ``informative``), it lies at most ``max_hops`` steps from
-      a textured member or a seed: colour alone must not carry the region along a blurred edge's
-      gradient into the background.
+      a textured member or a seed, or its colour is within ``anchor_tol`` (default
+      ``colour_strict``) of the textured member or seed its chain started from: colour alone must
+      not carry the region along a blurred edge's gradient into the background, but a large plain
+      interior (several superpixels across) must fill.
     Returns the superpixels' membership and the region's signed CoC radius."""
     import heapq
 
@@ -323,6 +328,8 @@ def grow_segments(est, seeds, allowed: np.ndarray | None = None, max_rise: float
     nb = est.neighbours()
     inside = np.zeros(cost.shape[1], bool)
     hops = np.zeros(cost.shape[1], int)
+    anchor = colour.copy()  # per member: the colour of the textured member or seed its chain started from
+    anchor_tol = colour_strict if anchor_tol is None else anchor_tol
     total = np.zeros(cost.shape[0])
     heap: list = []
 
@@ -331,9 +338,12 @@ def grow_segments(est, seeds, allowed: np.ndarray | None = None, max_rise: float
             if not inside[t]:
                 heapq.heappush(heap, (float(np.linalg.norm(colour[t] - colour[s])), t, s))
 
+    def counts(s):  # only textured members' cost curves set the region's depth
+        return conf[s] >= informative
+
     for s in seeds:
         inside[s] = True
-        total += cost[:, s]
+        total += cost[:, s] * counts(s)
     for s in seeds:
         push(s)
     while heap:
@@ -341,12 +351,18 @@ def grow_segments(est, seeds, allowed: np.ndarray | None = None, max_rise: float
         if inside[t] or (allowed is not None and not allowed[t]):
             continue
         hop = 0 if conf[t] >= informative else hops[f] + 1
-        rise = ((total + cost[:, t]).min() - total.min() - mins[t]) / max(mins[t], 1e-12)
-        if rise > max_rise or dcol > colour_strict + colour_textured * conf[t] or hop > max_hops:
+        rise = (((total + cost[:, t]).min() - total.min() - mins[t]) / max(mins[t], 1e-12)
+                if total.any() else 0.0)
+        drift = float(np.linalg.norm(colour[t] - anchor[f]))
+        if rise > max_rise or dcol > colour_strict + colour_textured * conf[t] or (
+                hop > max_hops and drift > anchor_tol):
             continue
         inside[t], hops[t] = True, hop
-        total += cost[:, t]
+        anchor[t] = colour[t] if hop == 0 else anchor[f]
+        total += cost[:, t] * counts(t)
         push(t)
+    if not total.any():
+        total = cost[:, inside].sum(axis=1)
     return inside, float(est.radii[int(np.argmin(total))])
 
 
