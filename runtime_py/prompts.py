@@ -405,21 +405,27 @@ def point_prompt_dp(est, image: np.ndarray, point: tuple[int, int]) -> PromptRes
     tol = disparity_tolerance(est.disparity)
     conf = contrast_confidence(est.disparity, region, tol)
     tex = check_texture(image, x, y, conf)
-    depth_in = float(cv2.distanceTransform(region.astype(np.uint8), cv2.DIST_L2, 3).max())
-    core = min(CORE_DP, max(2, int(depth_in / 2)))  # a small region keeps half its inner depth as sure foreground
-    refined = _component_at(grabcut_refine(image, region, reach=REACH_DP, core=core), x, y)
+    refined = _component_at(grabcut_refine(image, region, reach=REACH_DP, core=sure_core(region)), x, y)
     region = refined if refined.any() else region
     return PromptResult(region.astype(np.float32), conf, "point",
                         {"point": [x, y], "tolerance": tol, "seed_disparity": radius, **tex,
                          "refined": True, "pixels": int(region.sum()), "segments": int(members.sum())})
 
 
-def grabcut_box(image: np.ndarray, region: np.ndarray, inside: np.ndarray, iterations: int = 3) -> np.ndarray:
+def sure_core(region: np.ndarray, most: int = CORE_DP) -> int:
+    """The erosion (px) that leaves GrabCut's sure foreground inside a grown region: ``most``, at
+    most half the region's inner depth (a small region keeps a core), at least 2."""
+    depth_in = float(cv2.distanceTransform(region.astype(np.uint8), cv2.DIST_L2, 3).max())
+    return min(most, max(2, int(depth_in / 2)))
+
+
+def grabcut_box(image: np.ndarray, region: np.ndarray, inside: np.ndarray, iterations: int = 3,
+                core: int = 2) -> np.ndarray:
     """GrabCut within a box seeded by a disparity region: outside the box sure background, the
-    region's erosion sure foreground, the region probable foreground, the rest of the box
-    probable background."""
+    region's erosion by ``core`` px sure foreground, the region probable foreground, the rest of
+    the box probable background."""
     region = region.astype(np.uint8)
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * core + 1, 2 * core + 1))
     gc = np.full(region.shape, cv2.GC_BGD, np.uint8)
     gc[inside] = cv2.GC_PR_BGD
     gc[(region > 0) & inside] = cv2.GC_PR_FGD
@@ -437,7 +443,9 @@ def box_prompt_dp(est, image: np.ndarray, box: tuple[int, int, int, int]) -> Pro
     superpixels mostly inside the box) from each superpixel near the box centre; the one scoring
     best as in :func:`box_prompt` (centre weight x share within the box^2 x (1 - rim share)),
     then :func:`grabcut_box` (the box's outside as sure background: box IoU 0.85 -> 0.87 on 40
-    development scenes against GrabCut around the region)."""
+    development scenes against GrabCut around the region; sure foreground :func:`sure_core`
+    inside the region: 20 scenes at 96 / 192 px 0.842 / 0.875 -> 0.855 / 0.897, 20 others
+    0.860 / 0.912 -> 0.874 / 0.927, against a 2-px erosion)."""
     lab = est.labels
     h, w = lab.shape
     notes: list = []
@@ -471,7 +479,7 @@ def box_prompt_dp(est, image: np.ndarray, box: tuple[int, int, int, int]) -> Pro
         raise PromptError(f"--box {x0},{y0},{x1},{y1}: no disparity layer found inside the box")
     tol = disparity_tolerance(est.disparity)
     conf = contrast_confidence(est.disparity, best, tol)
-    refined = grabcut_box(image, best, inside)
+    refined = grabcut_box(image, best, inside, core=sure_core(best))
     region = refined if refined.any() else best
     return PromptResult(region.astype(np.float32), conf, "box",
                         {"box": [x0, y0, x1, y1], "tolerance": tol, "layer_disparity": radius, "refined": True,
