@@ -10,14 +10,16 @@ sharper UiD makes it, and what the text encoder costs on the phone targets.
 2. Point / box on every object of the scenes, on the capture's disparity (the renderer's), on
    the DP views alone (``runtime_py.dp_disparity``, what ``run`` uses without a depth map) and
    on UiD's own defocus output (GrabCut-refined); baselines: the old ``--focus x,y`` disk, the
-   box itself as the mask.
+   box itself as the mask. A refused prompt (PromptError, e.g. a textureless tap) counts as
+   IoU 0; each row reports its refusal rate. ``--size 192``: the scenes scale their objects
+   with the image (the CoC range stays -5..5 px).
 3. Refocus: UiD (checkpoints/uid-mobile) with the point prompt's mask; gradient energy (mean
    squared Sobel) inside the mask over outside it, of the refocused image and of the input;
    their ratio > 1 means the prompted object got sharper than the rest.
 4. Text encoder: ONNX and LiteRT (``export/text_encoder.py``) size, latency (median, 1 thread)
    and parity vs the PyTorch encoder in the same run.
 
-    PYTHONPATH=. python benchmarks/bench_prompts.py [--count 40] [--no-encoder] [--only text|spatial]
+    PYTHONPATH=. python benchmarks/bench_prompts.py [--count 40] [--no-encoder] [--only text|spatial] [--size 96]
 Prints tables; the last line is one JSON object of the figures.
 """
 from __future__ import annotations

@@ -18,7 +18,9 @@ Objects sit at different depths, so an object is a connected region of similar d
   of ``runtime_py.dp_disparity``, regions grown over its superpixel graph (``grow_segments``:
   the matching costs must agree, the colours be close, strictly so where there is no texture),
   then GrabCut. The ``refine`` path above on UiD's smooth defocus map reached mean IoU 0.56 /
-  0.63 (point / box), this one 0.77 / 0.84 (docs/BENCHMARKS.md).
+  0.63 (point / box), this one 0.81 / 0.86 at 96 px, 0.88 / 0.90 at 192 px (docs/BENCHMARKS.md).
+A tap is refused as textureless only when the colour-uniform region it falls in has a
+textureless outline too and shows no disparity contrast (:func:`check_texture`).
 Confidence: the disparity contrast between the disparity region (before refinement) and a ring
 around it, in units of ``tol`` (``tanh(|median in - median ring| / (2 tol))``): 0 when nothing
 stands out.
