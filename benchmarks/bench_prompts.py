@@ -10,14 +10,16 @@ sharper UiD makes it, and what the text encoder costs on the phone targets.
 2. Point / box on every object of the scenes, on the capture's disparity (the renderer's), on
    the DP views alone (``runtime_py.dp_disparity``, what ``run`` uses without a depth map) and
    on UiD's own defocus output (GrabCut-refined); baselines: the old ``--focus x,y`` disk, the
-   box itself as the mask.
+   box itself as the mask. A refused prompt (PromptError, e.g. a textureless tap) counts as
+   IoU 0; each row reports its refusal rate. ``--size 192``: the scenes scale their objects
+   with the image (the CoC range stays -5..5 px).
 3. Refocus: UiD (checkpoints/uid-mobile) with the point prompt's mask; gradient energy (mean
    squared Sobel) inside the mask over outside it, of the refocused image and of the input;
    their ratio > 1 means the prompted object got sharper than the rest.
 4. Text encoder: ONNX and LiteRT (``export/text_encoder.py``) size, latency (median, 1 thread)
    and parity vs the PyTorch encoder in the same run.
 
-    PYTHONPATH=. python benchmarks/bench_prompts.py [--count 40] [--no-encoder] [--only text|spatial]
+    PYTHONPATH=. python benchmarks/bench_prompts.py [--count 40] [--no-encoder] [--only text|spatial] [--size 96]
 Prints tables; the last line is one JSON object of the figures.
 """
 from __future__ import annotations
@@ -38,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from models.checkpoint import load_model  # noqa: E402
 from runtime_py.dp_disparity import dp_disparity  # noqa: E402
-from runtime_py.prompts import box_prompt, box_prompt_dp, iou, point_prompt, point_prompt_dp  # noqa: E402
+from runtime_py.prompts import PromptError, box_prompt, box_prompt_dp, iou, point_prompt, point_prompt_dp  # noqa: E402
 from synth.prompt_scenes import COLOURS, SHAPES, object_scene, prompts_for, query_embedding, render_dp  # noqa: E402
 
 
@@ -98,10 +100,22 @@ def gradient_energy(img: np.ndarray, region: np.ndarray) -> float:
     return float(np.mean((gx * gx + gy * gy)[region]))
 
 
+def _scored(prompt, m: np.ndarray, refused: list) -> tuple[float, np.ndarray | None]:
+    """IoU of a prompt's mask with the true one; a refusal (PromptError) counts as IoU 0."""
+    try:
+        mask = prompt().mask
+    except PromptError:
+        refused.append(True)
+        return 0.0, None
+    refused.append(False)
+    return iou(mask, m), mask
+
+
 def spatial_table(uid, count: int, size: int, seed: int) -> dict:
     rng = np.random.default_rng([seed, 12])
     rows = {k: [] for k in ("point_capture", "point_dp", "point_uid", "box_capture", "box_dp", "box_uid",
                             "disk_baseline", "box_baseline")}
+    refused = {k: [] for k in rows}
     seconds = []
     ratios, ratios_in = [], []
     k3 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
@@ -119,40 +133,49 @@ def spatial_table(uid, count: int, size: int, seed: int) -> dict:
             pt = _inner_point(m)
             ys, xs = np.nonzero(m)
             box = (xs.min() - 2, ys.min() - 2, xs.max() + 3, ys.max() + 3)
-            pc = point_prompt(s.coc, s.combined, pt, refine=False)
-            rows["point_capture"].append(iou(pc.mask, m))
-            rows["point_dp"].append(iou(point_prompt_dp(est, s.combined, pt).mask, m))
-            rows["point_uid"].append(iou(point_prompt(defocus, s.combined, pt, refine=True).mask, m))
-            rows["box_capture"].append(iou(box_prompt(s.coc, s.combined, box, refine=False).mask, m))
-            rows["box_dp"].append(iou(box_prompt_dp(est, s.combined, box).mask, m))
-            rows["box_uid"].append(iou(box_prompt(defocus, s.combined, box, refine=True).mask, m))
+            calls = {"point_capture": lambda: point_prompt(s.coc, s.combined, pt, refine=False),
+                     "point_dp": lambda: point_prompt_dp(est, s.combined, pt),
+                     "point_uid": lambda: point_prompt(defocus, s.combined, pt, refine=True),
+                     "box_capture": lambda: box_prompt(s.coc, s.combined, box, refine=False),
+                     "box_dp": lambda: box_prompt_dp(est, s.combined, box),
+                     "box_uid": lambda: box_prompt(defocus, s.combined, box, refine=True)}
+            masks = {}
+            for k, call in calls.items():
+                score, masks[k] = _scored(call, m, refused[k])
+                rows[k].append(score)
             disk = np.zeros_like(m)
             cv2.circle(disk, pt, max(2, int(0.06 * size)), 1.0, -1)
             rows["disk_baseline"].append(iou(disk, m))
+            refused["disk_baseline"].append(False)
             rect = np.zeros_like(m)
             rect[max(0, box[1]):box[3], max(0, box[0]):box[2]] = 1
             rows["box_baseline"].append(iou(rect, m))
+            refused["box_baseline"].append(False)
+            pc = masks["point_capture"]
+            if pc is None:
+                continue
             with torch.no_grad():
-                ref = uid(left, right, torch.from_numpy(pc.mask)[None, None])[1][0].numpy().transpose(1, 2, 0)
-            inside = cv2.dilate(pc.mask.astype(np.uint8), k3) > 0
+                ref = uid(left, right, torch.from_numpy(pc)[None, None])[1][0].numpy().transpose(1, 2, 0)
+            inside = cv2.dilate(pc.astype(np.uint8), k3) > 0
             outside = ~(cv2.dilate(inside.astype(np.uint8), k3) > 0)
             r_out = gradient_energy(ref, inside) / max(gradient_energy(ref, outside), 1e-12)
             r_in = gradient_energy(s.combined, inside) / max(gradient_energy(s.combined, outside), 1e-12)
             ratios.append(r_out / r_in)
             ratios_in.append((r_in, r_out))
-    res = {k: {"n": len(v), "miou": float(np.mean(v)), "median_iou": float(np.median(v)), "min_iou": float(np.min(v))}
-           for k, v in rows.items()}
+    res = {k: {"n": len(v), "miou": float(np.mean(v)), "median_iou": float(np.median(v)), "min_iou": float(np.min(v)),
+               "refused": float(np.mean(refused[k]))} for k, v in rows.items()}
     res["refocus"] = {"n": len(ratios), "median_gain": float(np.median(ratios)),
                       "share_sharper": float(np.mean(np.array(ratios) > 1)),
                       "median_ratio_input": float(np.median([a for a, _ in ratios_in])),
                       "median_ratio_refocused": float(np.median([b for _, b in ratios_in]))}
     res["dp_disparity_s"] = {"n": len(seconds), "median_s": float(np.median(seconds))}
     print("\npoint and box prompts (IoU vs the true object masks; capture = the renderer's disparity, dp = the "
-          "DP views alone via runtime_py.dp_disparity, uid = UiD mobile's defocus output)")
-    print(f"{'prompt / disparity':24} {'n':>4} {'mean IoU':>9} {'median':>7} {'min':>6}")
+          "DP views alone via runtime_py.dp_disparity, uid = UiD mobile's defocus output; a refused prompt "
+          "counts as IoU 0)")
+    print(f"{'prompt / disparity':24} {'n':>4} {'mean IoU':>9} {'median':>7} {'min':>6} {'refused':>8}")
     for k, v in res.items():
         if k not in ("refocus", "dp_disparity_s"):
-            print(f"{k:24} {v['n']:4d} {v['miou']:9.3f} {v['median_iou']:7.3f} {v['min_iou']:6.3f}")
+            print(f"{k:24} {v['n']:4d} {v['miou']:9.3f} {v['median_iou']:7.3f} {v['min_iou']:6.3f} {v['refused']:8.2f}")
     print(f"dp_disparity: median {res['dp_disparity_s']['median_s']:.2f} s per {size}x{size} scene (1 thread)")
     r = res["refocus"]
     print("\nrefocus on the point prompt's mask (UiD mobile): gradient energy inside / outside the mask")

@@ -18,7 +18,9 @@ Objects sit at different depths, so an object is a connected region of similar d
   of ``runtime_py.dp_disparity``, regions grown over its superpixel graph (``grow_segments``:
   the matching costs must agree, the colours be close, strictly so where there is no texture),
   then GrabCut. The ``refine`` path above on UiD's smooth defocus map reached mean IoU 0.56 /
-  0.63 (point / box), this one 0.77 / 0.84 (docs/BENCHMARKS.md).
+  0.63 (point / box), this one 0.81 / 0.86 at 96 px, 0.88 / 0.90 at 192 px (docs/BENCHMARKS.md).
+A tap is refused as textureless only when the colour-uniform region it falls in has a
+textureless outline too and shows no disparity contrast (:func:`check_texture`).
 Confidence: the disparity contrast between the disparity region (before refinement) and a ring
 around it, in units of ``tol`` (``tanh(|median in - median ring| / (2 tol))``): 0 when nothing
 stands out.
@@ -46,10 +48,18 @@ class PromptResult:
     record: dict = field(default_factory=dict)
 
 
-TEXTURE_MIN = 0.004  # mean |gradient| (linear [0,1] per px) below which a patch counts as textureless
+TEXTURE_MIN = 0.004  # mean |gradient| (linear [0,1] per px) below which an outline counts as textureless
+COLOUR_TOL = 6.0  # Lab units: the colour-uniform region a tap falls in (check_texture)
 LOW_CONFIDENCE = 0.3
 HOPS = 1  # textureless superpixels a region may cross from a textured one
-REACH_DP = 8  # px GrabCut may move a DP-views region's edge (measured: 2 / 4 / 8 px -> point IoU 0.78 / 0.79 / 0.79)
+REACH_DP = 16  # px GrabCut may move a DP-views region's edge out (an under-grown region fills to its outline).
+# Measured, point IoU: 2 / 4 / 8 px -> 0.78 / 0.79 / 0.79 (96 px, first estimator); with CORE_DP, 20 scenes at
+# 96 / 192 px and 20 others: 8 px 0.807 / 0.841, 0.858 / 0.869; 12 px 0.812 / 0.872, 0.861 / 0.886;
+# 16 px 0.816 / 0.882, 0.864 / 0.894; 24 px 0.802 / 0.884, 0.846 / 0.897
+CORE_DP = 7  # px eroded off a DP-views region for GrabCut's sure foreground: about half a superpixel, so a
+# leaked ring of edge superpixels stays only probable; at most half the region's inner depth (a small region
+# keeps a core). Point IoU, 20 scenes at 96 / 192 px: 2-3 px (2 % of the side) 0.776 / 0.816, 7 px capped
+# 0.807 / 0.841; 20 other scenes: 0.836 / 0.855 -> 0.858 / 0.869
 
 
 def parse_ints(text: str, n: int, what: str) -> tuple[int, ...]:
@@ -84,27 +94,49 @@ def contrast_confidence(disp: np.ndarray, mask: np.ndarray, tol: float) -> float
     return float(np.tanh(abs(np.median(disp[m]) - np.median(disp[ring])) / (2 * tol)))
 
 
-def texture_energy(image: np.ndarray, x: int, y: int, radius: int) -> float:
-    """Mean gradient magnitude of the grey image in a window around (x, y)."""
+def colour_region(image: np.ndarray, x: int, y: int, tol: float = COLOUR_TOL) -> np.ndarray:
+    """The colour-uniform region a tap falls in: flood fill of the lightly smoothed CIELab image
+    from (x, y), every pixel within ``tol`` Lab units of the tapped colour (fixed range), 4-connected.
+    A plain object's blurred outline stops it; a textured patch keeps it small."""
+    from runtime_py.dp_disparity import lab_colour
+
+    lab = cv2.GaussianBlur(lab_colour(image), (0, 0), 1.0)
+    h, w = lab.shape[:2]
+    mask = np.zeros((h + 2, w + 2), np.uint8)
+    cv2.floodFill(lab, mask, (int(x), int(y)), (0, 0, 0), (tol,) * 3, (tol,) * 3,
+                  4 | cv2.FLOODFILL_FIXED_RANGE | cv2.FLOODFILL_MASK_ONLY | (1 << 8))
+    return mask[1:-1, 1:-1] > 0
+
+
+def outline_texture(image: np.ndarray, region: np.ndarray, band: int = 2) -> float:
+    """Mean gradient magnitude of the grey image along ``region``'s outline (the pixels within
+    ``band`` px of it, on either side), leaving out the image border (no outline there): 0 when
+    the region has no outline inside the image (it fills it)."""
     g = np.asarray(image, np.float32)
     g = g.mean(axis=-1) if g.ndim == 3 else g
-    y0, y1, x0, x1 = max(0, y - radius), y + radius + 1, max(0, x - radius), x + radius + 1
-    patch = g[y0:y1, x0:x1]
-    gy, gx = np.gradient(patch) if min(patch.shape) > 1 else (np.zeros(1), np.zeros(1))
-    return float(np.mean(np.hypot(gx, gy)))
+    gy, gx = np.gradient(g)
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
+    r = region.astype(np.uint8)
+    ring = (cv2.dilate(r, k) > 0) & ~(cv2.erode(r, k, borderType=cv2.BORDER_REPLICATE) > 0)
+    ring[:band + 1], ring[-band - 1:], ring[:, :band + 1], ring[:, -band - 1:] = False, False, False, False
+    return float(np.hypot(gx, gy)[ring].mean()) if ring.any() else 0.0
 
 
-def check_texture(image: np.ndarray, x: int, y: int, conf: float) -> float:
-    """The texture energy around a tap; an error when it is textureless and its region shows no
-    disparity contrast (DP disparity cannot be measured there)."""
-    h, w = image.shape[:2]
-    radius = max(4, int(0.04 * min(h, w)))
-    tex = texture_energy(image, x, y, radius)
+def check_texture(image: np.ndarray, x: int, y: int, conf: float) -> dict:
+    """Whether DP disparity is measurable for a tap, judged over the colour-uniform region it falls
+    in (:func:`colour_region`) and that region's outline, not a fixed window: a tap on a plain
+    object's flat interior is fine when the object's outline has contrast (disparity is measured
+    there and the region carries it inwards). An error when the region's outline is textureless
+    too (a flat scene, a blank wall or sky reaching the image's edges or fading out smoothly) and
+    the grown region shows no disparity contrast."""
+    region = colour_region(image, x, y)
+    tex = outline_texture(image, region)
     if tex < TEXTURE_MIN and conf < LOW_CONFIDENCE:
-        raise PromptError(f"--point {x},{y} is on a textureless region (mean gradient {tex:.4f} within {radius} px, "
-                          f"disparity contrast {conf:.2f}): dual-pixel disparity cannot be measured there; tap an "
-                          "edge or a textured part of the subject, or use --box / --prompt")
-    return tex
+        raise PromptError(f"--point {x},{y} is on a textureless region (a {int(region.sum())}-px region of one colour "
+                          f"whose outline has mean gradient {tex:.4f}, disparity contrast {conf:.2f}): dual-pixel "
+                          "disparity cannot be measured there; tap an edge or a textured part of the subject, or use "
+                          "--box / --prompt")
+    return {"texture": tex, "colour_region_px": int(region.sum())}
 
 
 def _component_at(mask: np.ndarray, x: int, y: int) -> np.ndarray:
@@ -118,15 +150,17 @@ def _to_u8(image: np.ndarray) -> np.ndarray:
     return np.round(np.clip(img, 0, 1) ** (1 / 2.2) * 255).astype(np.uint8)  # linear -> display-like
 
 
-def grabcut_refine(image: np.ndarray, region: np.ndarray, iterations: int = 3, reach: int | None = None) -> np.ndarray:
-    """GrabCut seeded by a disparity region: sure foreground its erosion, sure background what
+def grabcut_refine(image: np.ndarray, region: np.ndarray, iterations: int = 3, reach: int | None = None,
+                   core: int | None = None) -> np.ndarray:
+    """GrabCut seeded by a disparity region: sure foreground its erosion (by ``core`` px, default
+    2 % of the short side), sure background what
     lies beyond its dilation by ``reach`` px (default 2 % of the short side); the band between is
     decided by the colour models. The result is kept within the dilated region (the disparity
     vetoes colour leaks)."""
     region = region.astype(np.uint8)
     if region.sum() < 16 or region.mean() > 0.97:
         return region.astype(bool)
-    r = max(2, int(0.02 * min(region.shape)))
+    r = core or max(2, int(0.02 * min(region.shape)))
     k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
     kr = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * (reach or r) + 1, 2 * (reach or r) + 1))
     inner, outer = cv2.erode(region, k), cv2.dilate(region, kr)
@@ -184,7 +218,7 @@ def point_prompt(disp: np.ndarray, image: np.ndarray, point: tuple[int, int], re
         region = _component_at(grabcut_refine(image, region), x, y) | (region & _component_at(region, x, y))
         region = _component_at(region, x, y)
     return PromptResult(region.astype(np.float32), conf, "point",
-                        {"point": [x, y], "tolerance": tol, "seed_disparity": seed_val, "texture": tex,
+                        {"point": [x, y], "tolerance": tol, "seed_disparity": seed_val, **tex,
                          "refined": refine, "pixels": int(region.sum())})
 
 
@@ -279,19 +313,24 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def grow_segments(est, seeds, allowed: np.ndarray | None = None, max_rise: float = 0.3, colour_strict: float = 8.0,
                   colour_textured: float = 30.0, informative: float = 0.5,
-                  max_hops: int = HOPS) -> tuple[np.ndarray, float]:
+                  max_hops: int = HOPS, anchor_tol: float | None = None) -> tuple[np.ndarray, float]:
     """Region growing over the superpixel graph of a :class:`runtime_py.dp_disparity.DPDisparity`
     from ``seeds``, most similar colour first. A neighbour joins when
 
     - its matching cost agrees with the region's: merging raises the region-plus-neighbour cost
       minimum by at most ``max_rise`` times the neighbour's own minimum (so a textureless patch,
-      whose cost is flat, always agrees and two textured patches at different depths never do);
+      whose cost is flat, always agrees and two textured patches at different depths never do).
+      The region's cost sums its textured members only: a textureless seed's curve is noise whose
+      minimum often sits at the end of the range, and it blocked every neighbour (a tap on a
+      plain object's interior at 192 px: point IoU 0.749 -> 0.816; 96 px: 0.774 -> 0.776);
     - its Lab colour is within ``colour_strict + colour_textured * confidence`` of the region
       member it touches: strict where disparity cannot tell (textureless), lenient where it can
       (the stripes of one object);
     - if it is textureless (confidence < ``informative``), it lies at most ``max_hops`` steps from
-      a textured member or a seed: colour alone must not carry the region along a blurred edge's
-      gradient into the background.
+      a textured member or a seed, or its colour is within ``anchor_tol`` (default
+      ``colour_strict``) of the textured member or seed its chain started from: colour alone must
+      not carry the region along a blurred edge's gradient into the background, but a large plain
+      interior (several superpixels across) must fill.
     Returns the superpixels' membership and the region's signed CoC radius."""
     import heapq
 
@@ -300,6 +339,8 @@ def grow_segments(est, seeds, allowed: np.ndarray | None = None, max_rise: float
     nb = est.neighbours()
     inside = np.zeros(cost.shape[1], bool)
     hops = np.zeros(cost.shape[1], int)
+    anchor = colour.copy()  # per member: the colour of the textured member or seed its chain started from
+    anchor_tol = colour_strict if anchor_tol is None else anchor_tol
     total = np.zeros(cost.shape[0])
     heap: list = []
 
@@ -308,9 +349,12 @@ def grow_segments(est, seeds, allowed: np.ndarray | None = None, max_rise: float
             if not inside[t]:
                 heapq.heappush(heap, (float(np.linalg.norm(colour[t] - colour[s])), t, s))
 
+    def counts(s):  # only textured members' cost curves set the region's depth
+        return conf[s] >= informative
+
     for s in seeds:
         inside[s] = True
-        total += cost[:, s]
+        total += cost[:, s] * counts(s)
     for s in seeds:
         push(s)
     while heap:
@@ -318,12 +362,18 @@ def grow_segments(est, seeds, allowed: np.ndarray | None = None, max_rise: float
         if inside[t] or (allowed is not None and not allowed[t]):
             continue
         hop = 0 if conf[t] >= informative else hops[f] + 1
-        rise = ((total + cost[:, t]).min() - total.min() - mins[t]) / max(mins[t], 1e-12)
-        if rise > max_rise or dcol > colour_strict + colour_textured * conf[t] or hop > max_hops:
+        rise = (((total + cost[:, t]).min() - total.min() - mins[t]) / max(mins[t], 1e-12)
+                if total.any() else 0.0)
+        drift = float(np.linalg.norm(colour[t] - anchor[f]))
+        if rise > max_rise or dcol > colour_strict + colour_textured * conf[t] or (
+                hop > max_hops and drift > anchor_tol):
             continue
         inside[t], hops[t] = True, hop
-        total += cost[:, t]
+        anchor[t] = colour[t] if hop == 0 else anchor[f]
+        total += cost[:, t] * counts(t)
         push(t)
+    if not total.any():
+        total = cost[:, inside].sum(axis=1)
     return inside, float(est.radii[int(np.argmin(total))])
 
 
@@ -348,7 +398,7 @@ def seed_segment(est, image: np.ndarray, x: int, y: int, radius: int = 3) -> int
 
 def point_prompt_dp(est, image: np.ndarray, point: tuple[int, int]) -> PromptResult:
     """The object under ``point`` from the DP views alone: the superpixels grown from the tapped
-    one (:func:`grow_segments`), GrabCut-refined (reach 8 px). Confidence: the contrast of the
+    one (:func:`grow_segments`), GrabCut-refined (reach 16 px, sure foreground 7 px inside). Confidence: the contrast of the
     estimated map between the region and a ring around it."""
     lab = est.labels
     h, w = lab.shape
@@ -360,19 +410,41 @@ def point_prompt_dp(est, image: np.ndarray, point: tuple[int, int]) -> PromptRes
     tol = disparity_tolerance(est.disparity)
     conf = contrast_confidence(est.disparity, region, tol)
     tex = check_texture(image, x, y, conf)
-    refined = _component_at(grabcut_refine(image, region, reach=REACH_DP), x, y)
+    refined = with_core(lambda core: _component_at(grabcut_refine(image, region, reach=REACH_DP, core=core), x, y),
+                        region)
     region = refined if refined.any() else region
     return PromptResult(region.astype(np.float32), conf, "point",
-                        {"point": [x, y], "tolerance": tol, "seed_disparity": radius, "texture": tex,
+                        {"point": [x, y], "tolerance": tol, "seed_disparity": radius, **tex,
                          "refined": True, "pixels": int(region.sum()), "segments": int(members.sum())})
 
 
-def grabcut_box(image: np.ndarray, region: np.ndarray, inside: np.ndarray, iterations: int = 3) -> np.ndarray:
+def sure_core(region: np.ndarray, most: int = CORE_DP) -> int:
+    """The erosion (px) that leaves GrabCut's sure foreground inside a grown region: ``most``, at
+    most half the region's inner depth (a small region keeps a core), at least 2."""
+    depth_in = float(cv2.distanceTransform(region.astype(np.uint8), cv2.DIST_L2, 3).max())
+    return min(most, max(2, int(depth_in / 2)))
+
+
+KEEP = 0.5
+
+
+def with_core(grabcut, region: np.ndarray) -> np.ndarray:
+    """``grabcut(core)`` with the sure foreground :func:`sure_core` inside ``region``; when that keeps
+    under half of the region (the colours cannot tell the object from its surroundings, e.g. an
+    object painted like its background, and GrabCut shrinks onto the core), again with a 2-px core."""
+    out = grabcut(sure_core(region))
+    if (out & region).sum() < KEEP * region.sum():
+        out = grabcut(2)
+    return out
+
+
+def grabcut_box(image: np.ndarray, region: np.ndarray, inside: np.ndarray, iterations: int = 3,
+                core: int = 2) -> np.ndarray:
     """GrabCut within a box seeded by a disparity region: outside the box sure background, the
-    region's erosion sure foreground, the region probable foreground, the rest of the box
-    probable background."""
+    region's erosion by ``core`` px sure foreground, the region probable foreground, the rest of
+    the box probable background."""
     region = region.astype(np.uint8)
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * core + 1, 2 * core + 1))
     gc = np.full(region.shape, cv2.GC_BGD, np.uint8)
     gc[inside] = cv2.GC_PR_BGD
     gc[(region > 0) & inside] = cv2.GC_PR_FGD
@@ -390,7 +462,9 @@ def box_prompt_dp(est, image: np.ndarray, box: tuple[int, int, int, int]) -> Pro
     superpixels mostly inside the box) from each superpixel near the box centre; the one scoring
     best as in :func:`box_prompt` (centre weight x share within the box^2 x (1 - rim share)),
     then :func:`grabcut_box` (the box's outside as sure background: box IoU 0.85 -> 0.87 on 40
-    development scenes against GrabCut around the region)."""
+    development scenes against GrabCut around the region; sure foreground :func:`sure_core`
+    inside the region: 20 scenes at 96 / 192 px 0.842 / 0.875 -> 0.855 / 0.897, 20 others
+    0.860 / 0.912 -> 0.874 / 0.927, against a 2-px erosion)."""
     lab = est.labels
     h, w = lab.shape
     notes: list = []
@@ -424,7 +498,7 @@ def box_prompt_dp(est, image: np.ndarray, box: tuple[int, int, int, int]) -> Pro
         raise PromptError(f"--box {x0},{y0},{x1},{y1}: no disparity layer found inside the box")
     tol = disparity_tolerance(est.disparity)
     conf = contrast_confidence(est.disparity, best, tol)
-    refined = grabcut_box(image, best, inside)
+    refined = with_core(lambda core: grabcut_box(image, best, inside, core=core), best)
     region = refined if refined.any() else best
     return PromptResult(region.astype(np.float32), conf, "box",
                         {"box": [x0, y0, x1, y1], "tolerance": tol, "layer_disparity": radius, "refined": True,

@@ -122,3 +122,23 @@ def test_flat_scene_has_no_confidence_and_bad_prompts_are_refused():
     with pytest.raises(PromptError, match="outside the 64x48 image"):
         box_prompt_dp(e, flat, (70, 0, 90, 10))
     assert box_prompt_dp(e, flat, (10, 10, 40, 40)).confidence < 0.3
+
+
+def test_tap_on_a_plain_objects_flat_interior_is_accepted_and_selects_it():
+    """A plain disc (radius 36 px, near) on a textured far background, tapped at its centre: a
+    7-px window there is textureless, but the disc's colour region has a contrasty outline, so
+    the tap is accepted (region-based check) and selects the disc."""
+    rng = np.random.default_rng(6)
+    h = w = 128
+    n = cv2.resize(rng.standard_normal((34, 34)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    image = np.repeat(np.clip(0.35 * (1 + 0.4 * n), 0, 1)[..., None], 3, 2).astype(np.float32)
+    disc = np.zeros((h, w), np.uint8)
+    cv2.circle(disc, (64, 64), 36, 1, -1)
+    disc = disc.astype(bool)
+    image[disc] = (0.8, 0.1, 0.08)
+    s = _render(image, np.where(disc, -3.0, 3.0).astype(np.float32), seed=3)
+    g = s.combined.mean(axis=2)[57:72, 57:72]
+    assert np.hypot(*np.gradient(g)).mean() < 0.004  # what the old fixed-window check refused
+    e = dp_disparity(s.left, s.right)
+    res = point_prompt_dp(e, s.combined, (64, 64))
+    assert iou(res.mask, disc) > 0.8 and res.record["texture"] > 0.004, (iou(res.mask, disc), res.record)
