@@ -56,6 +56,13 @@ def mask_iou(run_folder: Path, labels: Path, index: int) -> float:
     return float((mask & truth).sum() / max((mask | truth).sum(), 1))
 
 
+def mask_precision(run_folder: Path, labels: Path, index: int) -> float:
+    """Share of a prompted run's ``mask.png`` that lies on object ``index``'s true region."""
+    mask = cv2.imread(str(Path(run_folder) / "mask.png"), cv2.IMREAD_GRAYSCALE) > 127
+    truth = cv2.imread(str(labels), cv2.IMREAD_GRAYSCALE) == index
+    return float((mask & truth).sum() / max(mask.sum(), 1))
+
+
 def nearest_point(disp: np.ndarray) -> tuple[int, int]:
     """(x, y) of the nearest subject: the maximum of the smoothed disparity."""
     sm = cv2.blur(disp.astype(np.float32), (15, 15))

@@ -4,8 +4,9 @@ Seed 003 prompts UiD with text: ``q_cls = F_m(I, T, q_cls)``, ``M_trg = F_g(q_cl
 cannot ship here (no package carries its weights), so the image side is ours and small, and both
 sides meet in a space of named *concepts* (``promptmask_spec``: colour, shape, texture, role):
 
-1. ``F_sam`` (our stand-in), two query-free paths to per-pixel posteriors at 1/2: ``P_a(x, v)``
-   for each attribute a (its values + "none", softmax) and the role maps ``R_r(x)`` (sigmoid).
+1. ``F_sam`` (our stand-in), two query-free paths to per-pixel posteriors at 1/2: an objectness
+   ``O(x)`` (sigmoid; the sum of both paths' logits), for each attribute a its value given that
+   the pixel is an object's, ``P_a(x, v)`` (softmax), and the role maps ``R_r(x)`` (sigmoid).
    - *Form* (shape, texture, roles): a stride-2 encoder of the two views' grey projections to
      1/8, with a DP cost volume at 1/2 (shifts -2..2 px) fused at 1/4, so depth order ("the
      nearest object") is seen; the 1/8 features get the scene's pooled context (mean and max)
@@ -16,18 +17,20 @@ sides meet in a space of named *concepts* (``promptmask_spec``: colour, shape, t
    - *Colour*: two small convs of the RGB views (receptive field 7 px, too small for shape).
 2. ``F_m``: a linear map of the frozen MiniLM embedding ``T`` (a 1 x 1 input, so the exported
    graph never holds the text encoder) to the query's posteriors: ``q_a(v)`` per attribute (its
-   values + "any") and ``k`` over kinds (object, nearest, farthest, background).
-3. ``F_g``: the mask is the probability that a pixel is what the prompt names:
-   ``M = k_object prod_a f_a + sum_r k_r R_r`` with
-   ``f_a(x) = sum_v q_a(v) P_a(x, v) + q_a(any) (1 - P_a(x, none))``,
-   up-sampled x2 with a binomial blur.
+   values + "any") and ``k`` over kinds (object, nearest, farthest, background). It learns from
+   the prompts' concept labels only (through the mask it learned that "disc" prompts never mean
+   red: "the red disc" came out as any colour).
+3. ``F_g`` (:func:`compose`): the mask is the probability that a pixel is what the prompt names,
+   ``M = k_object O prod_a f_a + sum_r k_r R_r`` with ``f_a(x) = sum_v q_a(v) P_a(x, v) + q_a(any)``,
+   up-sampled x2 with a binomial blur. (Objectness enters once: with a "none" class per
+   attribute it entered once per attribute and an unsure object vanished.)
 4. ``presence``: the largest 4x4-averaged mask value: whether the prompt names anything here.
 
 Why factorised: the first head (cross-attention + FiLM over the raw query) memorised the
 colour-shape pairs it was trained on and reached 0.49 IoU on held-out pairs; a linear probe of
 MiniLM recovers the colour, shape and texture of every held-out vocabulary prompt exactly, and
 the product composes them (measured in docs/BENCHMARKS.md). In training mode the network also
-returns the logits (``aux_outputs``), which the concept labels supervise.
+returns its logits (``ModelSpec.aux_outputs``), which the concept labels supervise.
 Everything is convs, softmax over channels, products and pooling: it exports to every target.
 """
 from __future__ import annotations
@@ -43,8 +46,10 @@ from .promptmask_spec import ATTRIBUTES, KINDS, ROLES
 from .text_encoder import DIM
 from .uid import SmoothUp, cost_volume
 
-ATTR_SIZES = tuple(len(v) + 1 for v in ATTRIBUTES.values())  # values + none / any
-QUERY_CH = sum(ATTR_SIZES) + len(KINDS)
+VALUE_SIZES = tuple(len(v) for v in ATTRIBUTES.values())  # pixel side: P_a(x, v), colour first
+QUERY_SIZES = tuple(n + 1 for n in VALUE_SIZES)  # query side: the values + "any"
+QUERY_CH = sum(QUERY_SIZES) + len(KINDS)
+N_MAPS = 1 + len(ROLES)  # role logits: objectness, then the roles
 
 
 @dataclass(frozen=True)
@@ -63,29 +68,25 @@ PROMPT_MASK_VARIANTS: dict[str, PromptMaskConfig] = {
 }
 
 
-def split_attributes(logits: torch.Tensor) -> list[torch.Tensor]:
-    """The attribute blocks of a concept tensor (channels in ``ATTRIBUTES`` order)."""
-    return list(torch.split(logits, ATTR_SIZES, dim=1))
-
-
 def compose(pixel_logits: torch.Tensor, role_logits: torch.Tensor, query_logits: torch.Tensor) -> torch.Tensor:
-    """F_g: ``M = k_object prod_a f_a + sum_r k_r R_r``, the probability that a pixel is what the
-    query names (module docstring, item 3), at the pixel logits' scale."""
-    n_attr = sum(ATTR_SIZES)
-    q_attr, kind = query_logits[:, :n_attr], torch.softmax(query_logits[:, n_attr:], dim=1)
-    obj = None
-    for p_l, q_l in zip(split_attributes(pixel_logits), split_attributes(q_attr)):
+    """F_g: ``M = k_object O prod_a f_a + sum_r k_r R_r``, the probability that a pixel is what the
+    query names (module docstring, item 3), at the pixel logits' scale. ``role_logits``:
+    objectness then the roles; ``query_logits``: the attributes' values + any, then the kinds."""
+    q_attr = torch.split(query_logits[:, :sum(QUERY_SIZES)], QUERY_SIZES, dim=1)
+    kind = torch.softmax(query_logits[:, sum(QUERY_SIZES):], dim=1)
+    maps = torch.sigmoid(role_logits)
+    m = kind[:, :1] * maps[:, :1]
+    for p_l, q_l in zip(torch.split(pixel_logits, VALUE_SIZES, dim=1), q_attr):
         p, q = torch.softmax(p_l, dim=1), torch.softmax(q_l, dim=1)
-        n = p.shape[1] - 1  # values; the last class is none (pixel) / any (query)
-        f = (p[:, :n] * q[:, :n]).sum(dim=1, keepdim=True) + q[:, n:] * (1.0 - p[:, n:])
-        obj = f if obj is None else obj * f
-    return kind[:, :1] * obj + (kind[:, 1:] * torch.sigmoid(role_logits)).sum(dim=1, keepdim=True)
+        m = m * ((p * q[:, :-1]).sum(dim=1, keepdim=True) + q[:, -1:])
+    return m + (kind[:, 1:] * maps[:, 1:]).sum(dim=1, keepdim=True)
 
 
 class PromptMask(nn.Module):
     """Inputs ``left``, ``right`` (3 each, [0,1]) and ``query`` (384 x 1 x 1, a unit MiniLM
     embedding). Outputs ``mask`` (1, [0,1], full size) and ``presence`` (1 x 1 x 1, [0,1]);
-    in training mode also ``pixel_logits``, ``role_logits`` (1/2 scale) and ``query_logits``."""
+    in training mode also ``pixel_logits`` (attribute values), ``role_logits`` (objectness and
+    roles; both 1/2 scale) and ``query_logits``."""
 
     output_names = ("mask", "presence")
 
@@ -105,9 +106,9 @@ class PromptMask(nn.Module):
         self.dec1 = res_stack(c2, 1)
         self.up1 = ResizeConv(c2, c1)
         self.dec0 = res_stack(c1, 1)
-        self.form_head = nn.Conv2d(c1, sum(ATTR_SIZES[1:]) + len(ROLES), 3, padding=1)
+        self.form_head = nn.Conv2d(c1, sum(VALUE_SIZES[1:]) + N_MAPS, 3, padding=1)  # values, O, roles
         self.colour_head = nn.Sequential(ConvAct(6, config.colour_ch, stride=2), ConvAct(config.colour_ch, config.colour_ch),
-                                         nn.Conv2d(config.colour_ch, ATTR_SIZES[0], 1))
+                                         nn.Conv2d(config.colour_ch, VALUE_SIZES[0] + 1, 1))  # colours, O
         self.query_head = nn.Conv2d(DIM, QUERY_CH, 1)  # F_m: linear in the embedding
         self.up = SmoothUp(1)
 
@@ -135,9 +136,11 @@ class PromptMask(nn.Module):
 
     def forward(self, left: torch.Tensor, right: torch.Tensor, query: torch.Tensor):
         form = self.form_head(self.features(left, right))
-        n_form = sum(ATTR_SIZES[1:])
-        pixel_logits = torch.cat([self.colour_head(torch.cat([left, right], dim=1)), form[:, :n_form]], dim=1)
-        role_logits = form[:, n_form:]
+        colour = self.colour_head(torch.cat([left, right], dim=1))
+        n_form, n_colour = sum(VALUE_SIZES[1:]), VALUE_SIZES[0]
+        pixel_logits = torch.cat([colour[:, :n_colour], form[:, :n_form]], dim=1)
+        objectness = colour[:, n_colour:] + form[:, n_form:n_form + 1]
+        role_logits = torch.cat([objectness, form[:, n_form + 1:]], dim=1)
         query_logits = self.query_head(query)
         # F_m learns from the prompts' concept labels only: the mask loss would teach it the
         # training pairs (a "disc" prompt never meant a red object) and not the words

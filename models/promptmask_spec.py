@@ -80,22 +80,26 @@ def soft_iou(pred, target, eps: float = 1.0):
 
 def _concept_terms(outputs: dict, targets: dict) -> dict:
     """The concept supervision of the training-only outputs: cross-entropy of the pixel
-    attribute logits (1/2 scale) against the objects' attributes, BCE of the role logits, and
-    cross-entropy of the query's attribute and kind logits against the prompt's labels."""
+    attribute values on object pixels (1/2 scale) against the objects' attributes, BCE of the
+    objectness and role logits, and cross-entropy of the query's attributes and kind against
+    the prompt's labels."""
+    import torch
     import torch.nn.functional as F
 
     pix, roles, query = outputs["pixel_logits"], outputs["role_logits"], outputs["query_logits"]
     h, w = pix.shape[-2:]
     lab = F.interpolate(targets["concepts"], size=(h, w), mode="nearest").long()
     role_t = F.interpolate(targets["roles"], size=(h, w), mode="nearest")
+    is_object = (lab[:, :1] < len(COLOURS)).float()
     qlab = targets["query_labels"].flatten(1).long()
-    pixel, text, start = 0.0, 0.0, 0
-    for i, n in enumerate([len(v) + 1 for v in ATTRIBUTES.values()] + [len(KINDS)]):
-        if i < len(ATTRIBUTES):
-            pixel = pixel + F.cross_entropy(pix[:, start:start + n], lab[:, i])
-        text = text + F.cross_entropy(query[:, start:start + n].flatten(1), qlab[:, i])
-        start += n
-    return {"pixel_ce": pixel, "role_bce": F.binary_cross_entropy_with_logits(roles, role_t), "query_ce": text}
+    sizes = [len(v) for v in ATTRIBUTES.values()]
+    count = is_object.sum().clamp_min(1.0)  # background pixels hold index n: not scored
+    pixel = sum(F.cross_entropy(p, lab[:, i], ignore_index=n, reduction="sum") / count
+                for i, (p, n) in enumerate(zip(torch.split(pix, sizes, dim=1), sizes)))
+    q_sizes = [n + 1 for n in sizes] + [len(KINDS)]
+    text = sum(F.cross_entropy(q.flatten(1), qlab[:, i]) for i, q in enumerate(torch.split(query, q_sizes, dim=1)))
+    maps = F.binary_cross_entropy_with_logits(roles, torch.cat([is_object, role_t], dim=1))
+    return {"pixel_ce": pixel, "role_bce": maps, "query_ce": text}
 
 
 def _loss(outputs: dict, targets: dict) -> dict:

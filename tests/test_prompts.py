@@ -188,7 +188,7 @@ def test_mask_head_takes_a_fixed_size_query_at_any_image_size():
 
 
 def _one_hot_logits(indices, sizes, scale=30.0):
-    """Concept logits (1 x sum(sizes) x 1 x N) that put class indices[j][a] at pixel j."""
+    """Logits (1 x sum(sizes) x 1 x N) that put class indices[j][a] of block a at pixel j."""
     blocks = []
     for a, n in enumerate(sizes):
         b = torch.full((1, n, 1, len(indices)), -scale)
@@ -202,35 +202,39 @@ def test_the_mask_composes_attributes_it_never_saw_together():
     """F_g's product: with pixels (red disc, red square, green disc, background) and a query
     "red + disc", only the red disc is selected; "red, any shape" selects both red objects; a
     role query reads the role map alone. Analytic: one-hot posteriors give 0/1 masks."""
-    from models.promptmask import ATTR_SIZES, compose
-    from models.promptmask_spec import ATTRIBUTES, COLOURS, KINDS, SHAPES
+    from models.promptmask import QUERY_SIZES, VALUE_SIZES, compose
+    from models.promptmask_spec import COLOURS, KINDS, SHAPES
 
-    n_c, n_s, n_t = (len(v) for v in ATTRIBUTES.values())
+    n_c, n_s, n_t = VALUE_SIZES
     red, green, disc, square, plain = COLOURS.index("red"), COLOURS.index("green"), SHAPES.index("disc"), \
         SHAPES.index("square"), 0
-    pixels = [(red, disc, plain), (red, square, plain), (green, disc, plain), (n_c, n_s, n_t)]
-    pix = _one_hot_logits(pixels, ATTR_SIZES)
-    roles = torch.full((1, 3, 1, 4), -30.0)
-    roles[0, 2, 0, 3] = 30.0  # the background role at the background pixel
+    pixels = [(red, disc, plain), (red, square, plain), (green, disc, plain), (red, disc, plain)]
+    pix = _one_hot_logits(pixels, VALUE_SIZES)
+    maps = torch.full((1, 4, 1, 4), -30.0)  # objectness, nearest, farthest, background
+    maps[0, 0, 0, :3] = 30.0
+    maps[0, 3, 0, 3] = 30.0  # pixel 3 is background: its attribute values do not matter
 
     def query(colour, shape, kind="object"):
-        attr = _one_hot_logits([(colour, shape, n_t)], ATTR_SIZES)[..., 0:1]
+        attr = _one_hot_logits([(colour, shape, n_t)], QUERY_SIZES)
         k = torch.full((1, len(KINDS), 1, 1), -30.0)
         k[0, KINDS.index(kind)] = 30.0
         return torch.cat([attr, k], dim=1)
 
-    m = compose(pix, roles, query(red, disc))[0, 0, 0]
+    m = compose(pix, maps, query(red, disc))[0, 0, 0]
     assert torch.allclose(m, torch.tensor([1.0, 0.0, 0.0, 0.0]), atol=1e-6)
-    m = compose(pix, roles, query(red, n_s))[0, 0, 0]  # "the red object"
+    m = compose(pix, maps, query(red, n_s))[0, 0, 0]  # "the red object"
     assert torch.allclose(m, torch.tensor([1.0, 1.0, 0.0, 0.0]), atol=1e-6)
-    m = compose(pix, roles, query(n_c, n_s, "background"))[0, 0, 0]
+    m = compose(pix, maps, query(n_c, n_s, "background"))[0, 0, 0]
     assert torch.allclose(m, torch.tensor([0.0, 0.0, 0.0, 1.0]), atol=1e-6)
+    maps[0, 0, 0, 0] = 0.0  # an unsure object (O = 0.5) stays at 0.5, whatever the prompt leaves out
+    m = compose(pix, maps, query(n_c, n_s))[0, 0, 0]
+    assert abs(float(m[0]) - 0.5) < 1e-6
 
 
 def test_concept_labels_read_every_vocabulary_prompt():
     from models.promptmask_spec import ATTRIBUTES, KINDS, concept_labels
 
-    n_c, n_s, n_t = (len(v) for v in ATTRIBUTES.values())
+    n_c, n_s, n_t = (len(v) for v in ATTRIBUTES.values())  # "any" = the number of values
     assert concept_labels("the striped red disc").tolist() == [0, 0, 1, 0]
     assert concept_labels("the red object").tolist() == [0, n_s, n_t, 0]
     assert concept_labels("the  Nearest object").tolist() == [n_c, n_s, n_t, KINDS.index("nearest")]
@@ -336,7 +340,8 @@ def test_text_prompt_below_the_confidence_bar_is_refused(prompt_capture, tmp_pat
 
 def test_starter_mask_head_finds_unseen_attribute_pairs():
     """The published starter on 16 scenes of the held-out split (a different seed from the
-    benchmark): mean IoU of the text masks well above a text-blind region guess."""
+    benchmark): mean IoU of the text masks at the issue's bar (0.7; this starter: 0.85) and well
+    above a text-blind region guess (0.28)."""
     from models.checkpoint import load_model
     from synth.prompt_scenes import query_embedding
 
@@ -352,14 +357,14 @@ def test_starter_mask_head_finds_unseen_attribute_pairs():
             m, _ = net(t(s.left), t(s.right), torch.from_numpy(query_embedding(text).reshape(1, -1, 1, 1)))
         ious.append(iou(m[0, 0].numpy() > 0.5, mask))
         chance.append(np.mean([iou(sc.mask(j), mask) for j in range(len(sc.objects) + 1)]))
-    assert np.mean(ious) > np.mean(chance) + 0.25, (np.mean(ious), np.mean(chance))
+    assert np.mean(ious) >= 0.7 and np.mean(ious) > np.mean(chance) + 0.25, (np.mean(ious), np.mean(chance))
 
 
 def test_the_form_path_is_colour_blind_at_run_time():
     """Shape, texture and roles come from the views' channel mean: swapping colour channels
     leaves them unchanged (so no colour-shape pair of the training scenes can bias a shape),
     while the colour posteriors follow the swap. In training the grey mix is random per sample."""
-    from models.promptmask import ATTR_SIZES
+    from models.promptmask import VALUE_SIZES
 
     torch.manual_seed(0)
     net = get_spec("promptmask").build("tiny")
@@ -372,7 +377,7 @@ def test_the_form_path_is_colour_blind_at_run_time():
         colour_swapped = net.colour_head(torch.cat([ins["left"][:, swap], ins["right"][:, swap]], 1))
     assert torch.allclose(form, form_swapped, atol=1e-5)
     assert not torch.allclose(colour, colour_swapped, atol=1e-3)
-    assert colour.shape[1] == ATTR_SIZES[0]
+    assert colour.shape[1] == VALUE_SIZES[0] + 1  # colours and an objectness logit
     net.train()
     a, _ = net.grey(ins["left"].repeat(4, 1, 1, 1), ins["right"].repeat(4, 1, 1, 1))
     assert not torch.allclose(a[0], a[1])  # a different mix per sample
