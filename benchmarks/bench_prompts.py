@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from models.checkpoint import load_model  # noqa: E402
 from runtime_py.dp_disparity import dp_disparity  # noqa: E402
+from runtime_py.prompt_run import working_size  # noqa: E402
 from runtime_py.prompts import PromptError, box_prompt, box_prompt_dp, iou, point_prompt, point_prompt_dp  # noqa: E402
 from synth.prompt_scenes import COLOURS, SHAPES, object_scene, prompts_for, query_embedding, render_dp  # noqa: E402
 
@@ -54,6 +55,18 @@ def _tensor(a):
     return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None]
 
 
+def _head(net, left, right, q):
+    """The mask head as ``run`` applies it: the views resampled to its working size (short side
+    96, ``runtime_py.prompt_run.working_size``), the mask back to the scene's size."""
+    h, w = left.shape[:2]
+    wh, ww = working_size(h, w)
+    fit = (lambda a: a) if (wh, ww) == (h, w) else (lambda a: cv2.resize(a, (ww, wh), interpolation=cv2.INTER_AREA))
+    with torch.no_grad():
+        m, p = net(_tensor(fit(left)), _tensor(fit(right)), q)
+    m = m[0, 0].numpy()
+    return (m if m.shape == (h, w) else cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)), p
+
+
 def text_table(net, count: int, size: int, seed: int) -> dict:
     out = {}
     for split in ("unseen", "train"):
@@ -64,9 +77,8 @@ def text_table(net, count: int, size: int, seed: int) -> dict:
             s = render_dp(sc, rng)
             text, mask = prompts_for(sc, rng, split)
             q = torch.from_numpy(query_embedding(text).reshape(1, -1, 1, 1))
-            with torch.no_grad():
-                m, p = net(_tensor(s.left), _tensor(s.right), q)
-            pred = m[0, 0].numpy() > 0.5
+            m, p = _head(net, s.left, s.right, q)
+            pred = m > 0.5
             if mask.any():
                 ious.append(iou(pred, mask))
                 chance.append(np.mean([iou(sc.mask(j), mask) for j in range(len(sc.objects) + 1)]))
@@ -78,14 +90,13 @@ def text_table(net, count: int, size: int, seed: int) -> dict:
             absent = [(c, sh) for c in COLOURS for sh in SHAPES if (c, sh) not in present]
             c, sh = absent[int(rng.integers(len(absent)))]
             q = torch.from_numpy(query_embedding(f"the {c} {sh}").reshape(1, -1, 1, 1))
-            with torch.no_grad():
-                m, p = net(_tensor(s.left), _tensor(s.right), q)
+            m, p = _head(net, s.left, s.right, q)
             refused_neg.append(float(p) < 0.5 or not bool((m > 0.5).any()))
         out[split] = {"n": len(ious), "miou": float(np.mean(ious)), "median_iou": float(np.median(ious)),
                       "chance_miou": float(np.mean(chance)), "accepted_positive": float(np.mean(kept_pos)),
                       "n_negative": len(refused_neg),
                       "refused_negative": float(np.mean(refused_neg)) if refused_neg else None}
-    print("\ntext prompts (mask head, IoU vs the true mask; chance = a random region of the scene)")
+    print(f"\ntext prompts at {size}x{size} (mask head at its working size, IoU vs the true mask; chance = a random region of the scene)")
     print(f"{'split':8} {'n':>4} {'mean IoU':>9} {'median':>7} {'chance':>7} {'pos kept':>9} {'neg refused':>12}")
     for k, v in out.items():
         neg = f"{v['refused_negative']:.2f} of {v['n_negative']}" if v["refused_negative"] is not None else "-"

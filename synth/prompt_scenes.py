@@ -40,6 +40,7 @@ CAMERA = "canon_5d4"  # RGB; the CoCs are drawn directly (COC_RANGE_PX) and turn
 COC_RANGE_PX = (-5.0, 5.0)
 MIN_COC_GAP_PX = 1.2  # objects' CoCs differ at least this much (distinct depth layers)
 NEGATIVE_PROB = 0.1  # share of prompts naming nothing in the scene (target: empty mask)
+ZOOM_PROB, ZOOM_RANGE = 0.5, (1.0, 2.0)  # training scenes rendered larger, then resampled (prompt_scene)
 
 
 @dataclass
@@ -296,11 +297,23 @@ def query_embedding(text: str) -> np.ndarray:
 def prompt_scene(rng: np.random.Generator, size=(96, 96), split: str = "train", device="cpu",
                  profile: str | None = None, photos=None) -> tuple[list[dict], dict]:
     """Fields of one prompted example: DP views, the sharp image and CoC, the prompt's 384-d
-    query and its target mask (``synth.samples.RENDERERS['prompt_scene']``)."""
-    sc = object_scene(rng, size, split)
+    query and its target mask (``synth.samples.RENDERERS['prompt_scene']``).
+
+    With probability :data:`ZOOM_PROB` the scene is rendered :data:`ZOOM_RANGE` times larger and
+    area-resampled to ``size``: texture periods and blur in pixels then shrink while the objects
+    keep their size, as when ``run`` brings a larger capture down to the head's working size
+    (without it, "the orange cross" of the demo's 192x256 scene was refused at 96x128)."""
+    zoom = float(rng.uniform(*ZOOM_RANGE)) if rng.random() < ZOOM_PROB else 1.0
+    h, w = size
+    sc = object_scene(rng, (int(round(h * zoom)), int(round(w * zoom))), split)
     s = render_dp(sc, rng)
     text, mask = prompts_for(sc, rng, split)
-    fields = {"left": s.left, "right": s.right, "combined": s.combined, "sharp": s.sharp, "coc": s.coc,
-              "query": query_embedding(text), "prompt_mask": mask, "concepts": sc.concept_maps(),
-              "roles": sc.role_maps(), "query_labels": concept_labels(text)}
-    return [fields], {"prompt": text, "split": split, "objects": [o.name for o in sc.objects]}
+
+    def fit(a, interpolation=cv2.INTER_AREA):
+        return a if zoom == 1.0 else cv2.resize(a, (w, h), interpolation=interpolation)
+
+    fields = {"left": fit(s.left), "right": fit(s.right), "combined": fit(s.combined), "sharp": fit(s.sharp),
+              "coc": fit(s.coc) / zoom, "query": query_embedding(text),
+              "prompt_mask": fit(mask, cv2.INTER_NEAREST), "concepts": fit(sc.concept_maps(), cv2.INTER_NEAREST),
+              "roles": fit(sc.role_maps(), cv2.INTER_NEAREST), "query_labels": concept_labels(text)}
+    return [fields], {"prompt": text, "split": split, "objects": [o.name for o in sc.objects], "zoom": zoom}
