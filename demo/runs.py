@@ -49,17 +49,21 @@ def refocus_prompt(objects: list[dict], which: int = 0) -> dict:
     return {"kwargs": {"prompts": {"prompt": text}}, "flag": f'--prompt "{text}"', "text": text, "object": o["index"]}
 
 
-def mask_iou(run_folder: Path, labels: Path, index: int) -> float:
-    """IoU of a prompted run's ``mask.png`` with object ``index``'s true region (``objects_labels.png``)."""
+def _mask_and_truth(run_folder: Path, labels: Path, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """A prompted run's ``mask.png`` and object ``index``'s true region (``objects_labels.png``)."""
     mask = cv2.imread(str(Path(run_folder) / "mask.png"), cv2.IMREAD_GRAYSCALE) > 127
-    truth = cv2.imread(str(labels), cv2.IMREAD_GRAYSCALE) == index
+    return mask, cv2.imread(str(labels), cv2.IMREAD_GRAYSCALE) == index
+
+
+def mask_iou(run_folder: Path, labels: Path, index: int) -> float:
+    """IoU of a prompted run's mask with object ``index``'s true region."""
+    mask, truth = _mask_and_truth(run_folder, labels, index)
     return float((mask & truth).sum() / max((mask | truth).sum(), 1))
 
 
 def mask_precision(run_folder: Path, labels: Path, index: int) -> float:
-    """Share of a prompted run's ``mask.png`` that lies on object ``index``'s true region."""
-    mask = cv2.imread(str(Path(run_folder) / "mask.png"), cv2.IMREAD_GRAYSCALE) > 127
-    truth = cv2.imread(str(labels), cv2.IMREAD_GRAYSCALE) == index
+    """Share of a prompted run's mask that lies on object ``index``'s true region."""
+    mask, truth = _mask_and_truth(run_folder, labels, index)
     return float((mask & truth).sum() / max(mask.sum(), 1))
 
 
