@@ -65,13 +65,27 @@ def _depends_on_inputs(n) -> bool:
     return n.meta[key]
 
 
-def xnnpack_node_filter(n, level: int = 0) -> bool:
-    """True: quantise this node. ``level`` 1 also keeps convs with < 8 input or output channels
+def path_in_modules(path: str, modules: tuple[str, ...]) -> bool:
+    """Whether module ``path`` ("model.composer.x") lies inside one of ``modules`` (paths of the
+    model's own ``named_modules()``, matched on whole components: the export wraps the model)."""
+    return any(f".{m}." in f".{path}." for m in modules)
+
+
+def in_modules(n, modules: tuple[str, ...]) -> bool:
+    """Whether FX node ``n`` was traced inside one of the module paths ``modules``."""
+    return any(path_in_modules(v[0], modules) for v in (n.meta.get("nn_module_stack") or {}).values())
+
+
+def xnnpack_node_filter(n, level: int = 0, float_modules: tuple[str, ...] = ()) -> bool:
+    """True: quantise this node. Nodes inside ``float_modules`` (``ModelSpec.int8_float_modules``)
+    stay float. ``level`` 1 also keeps convs with < 8 input or output channels
     float, level 2 grouped and transposed convs too (fallbacks for when XNNPACK rejects a level-0
     program; none of the three models needs them since :func:`untie_shared_weights` and
     :func:`duplicate_shared_dequants`)."""
     if n.op == "call_function" and not _depends_on_inputs(n):
         return False  # computed from weights only (UiD's P_k(kernel bank)): folded at lowering instead
+    if float_modules and in_modules(n, float_modules):
+        return False
     stack = n.meta.get("nn_module_stack") or {}
     in_lstm = any("ConvLSTMCell" in str(v[1]) for v in stack.values())
     if in_lstm and not _is_conv(n):
@@ -166,8 +180,10 @@ def duplicate_shared_dequants(gm: torch.fx.GraphModule) -> int:
     return _recompiled(gm, made)
 
 
-def pt2e_xnnpack_int8(model: nn.Module, args: tuple, calibration: list[tuple], level: int = 0) -> nn.Module:
-    """Static int8 (PT2E) for XNNPACK, calibrated on ``calibration`` (tuples of input tensors)."""
+def pt2e_xnnpack_int8(model: nn.Module, args: tuple, calibration: list[tuple], level: int = 0,
+                      float_modules: tuple[str, ...] = ()) -> nn.Module:
+    """Static int8 (PT2E) for XNNPACK, calibrated on ``calibration`` (tuples of input tensors);
+    ``float_modules`` stay float (see :func:`xnnpack_node_filter`)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer, get_symmetric_quantization_config)
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -175,7 +191,7 @@ def pt2e_xnnpack_int8(model: nn.Module, args: tuple, calibration: list[tuple], l
     gm = torch.export.export(model, args).module()
     untie_shared_weights(gm)  # before annotation: every call of a shared conv gets quantised
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    quantizer.set_filter_function(lambda n: xnnpack_node_filter(n, level))
+    quantizer.set_filter_function(lambda n: xnnpack_node_filter(n, level, float_modules))
     prepared = prepare_pt2e(gm, quantizer)
     with torch.no_grad():
         for sample in calibration:

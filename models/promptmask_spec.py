@@ -135,6 +135,10 @@ SPEC = ModelSpec(
     ],
     main_output="mask",
     aux_outputs=("pixel_logits", "role_logits", "query_logits"),
+    # F_g multiplies posteriors in [0, 1]: quantised per tensor it flipped whole masks; the grey
+    # views and enc0 carry the DP cue (left/right differences) that int8 blurs (ExecuTorch
+    # realistic parity 1.9 dB -> 30.4 (composer) -> 35.9 (all three); docs/BENCHMARKS.md, prompted focus)
+    int8_float_modules=("grey", "enc0", "composer", "up"),
     example_fn=_examples,
     paper_note="seed 003 uses SAM + a text query; no SAM ships here: our own small image encoder",
     data=DataSpec(renderer="prompt_scene", capture="dual_pixel", fields=("left", "right", "query"),

@@ -148,6 +148,9 @@ class ModelSpec:
     main_output: str
     example_fn: Callable[..., dict]
     aux_outputs: tuple[str, ...] = ()  # returned after ``outputs`` in training mode only (loss terms)
+    # module paths (``model.named_modules()`` names) whose ops stay float in static int8 exports:
+    # each target maps them to its own exclusion (ONNX name scopes, PT2E module stacks, LiteRT names)
+    int8_float_modules: tuple[str, ...] = ()
     variants: tuple[str, ...] = VARIANTS
     size_multiple: int = 16
     state_map: dict[str, str] = field(default_factory=dict)  # recurrent input -> output feeding it

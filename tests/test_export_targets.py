@@ -309,3 +309,22 @@ def test_xnnpack_int8_uid_dc2_load_and_pass(tmp_path, model, size):
     assert not any("refused" in n for n in man["conversion"]["notes"]), man["conversion"]["notes"]
     real = min(e["psnr"] for e in par["sets"]["realistic"].values())
     assert real >= 30, par["sets"]["realistic"]
+
+
+def test_float_modules_match_whole_path_components_through_the_export_wrapper():
+    """``ModelSpec.int8_float_modules`` names the model's own modules; every target sees them under
+    the export wrapper (``model.``) and must not match a module that merely shares a prefix."""
+    import re
+
+    from export.quantize import path_in_modules
+    from export.targets.litert import module_scope_regex
+
+    assert path_in_modules("model.enc0.1.conv1", ("enc0",))
+    assert path_in_modules("model.composer", ("composer",))
+    assert not path_in_modules("model.enc0x", ("enc0",)) and not path_in_modules("model.enc1", ("enc0",))
+    # litert-torch names an op's output tensor by its module stack, "<class>_<attribute>" per level
+    name = ("export.pipeline.SelectOutputs/models.promptmask.PromptMask_model/torch.nn.modules.container."
+            "Sequential_enc0/models.blocks.ConvAct_0/torch.nn.modules.conv.Conv2d_0;3")
+    assert re.search(module_scope_regex("enc0"), name) and re.search(module_scope_regex("enc0.0"), name)
+    assert not re.search(module_scope_regex("enc"), name) and not re.search(module_scope_regex("enc0.1"), name)
+    assert not re.search(module_scope_regex("head"), "a/torch.nn.modules.container.Sequential_colour_head;2")

@@ -61,7 +61,7 @@ def lower(ctx: Context, partitioner: Callable, xnnpack: bool) -> dict:
     for level in levels:
         model, args = ctx.model, ctx.args
         if ctx.precision == "int8":
-            model = pt2e_xnnpack_int8(model, args, ctx.calibration_args, level)
+            model = pt2e_xnnpack_int8(model, args, ctx.calibration_args, level, ctx.spec.int8_float_modules)
         elif ctx.precision == "fp16" and xnnpack:
             model = Fp16(model)
         ep = fold_constants(torch.export.export(model, args))
@@ -79,7 +79,8 @@ def lower(ctx: Context, partitioner: Callable, xnnpack: bool) -> dict:
         notes.append(f"PT2E static int8 (XNNPACKQuantizer, symmetric per-channel weights), filter level {level}: "
                      "ConvLSTM gate math and computed-weight convs kept float"
                      + (", plus convs with < 8 channels" if level >= 1 else "")
-                     + (", grouped and transposed convs" if level >= 2 else ""))
+                     + (", grouped and transposed convs" if level >= 2 else "")
+                     + (f"; float modules: {', '.join(ctx.spec.int8_float_modules)}" if ctx.spec.int8_float_modules else ""))
     elif ctx.precision == "fp16" and xnnpack:
         notes.append("fp16 weights and compute, float32 graph I/O (casts at the edges)")
     return {"backend": backend, "delegation": delegation, "notes": notes,

@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,15 @@ QUANTISED_OPS = ("CONV_2D", "CONV_2D_TRANSPOSE", "FULLY_CONNECTED", "MAX_POOL_2D
                  "RESIZE_NEAREST_NEIGHBOR")
 
 
-def _recipe(precision: str) -> list:
+def module_scope_regex(path: str) -> str:
+    """The ai-edge-quantizer scope regex of module ``path`` ("enc0", "a.b"). litert-torch names
+    an op's output tensor by its module stack, one ``<class qualname>_<attribute>`` component per
+    level joined by "/" (then ";N"), so a module is a run of components ending in its attributes."""
+    parts = "/".join(rf"[A-Za-z0-9.]*_{re.escape(a)}" for a in path.split("."))
+    return rf"(^|/){parts}(/|;|$)"
+
+
+def _recipe(precision: str, float_modules: tuple[str, ...] = ()) -> list:
     from ai_edge_quantizer import recipe
 
     if precision == "fp16":
@@ -52,8 +61,11 @@ def _recipe(precision: str) -> list:
         # would make it int8). DEPTHWISE_CONV_2D stays float: UiD's kernel bank and its inverse are
         # depthwise convs whose weights (an inverse kernel's large centre and small ringing tails)
         # do not survive int8 (uid-tiny realistic-set PSNR 7.1 dB -> 35.2 dB with this rule).
+        # ``float_modules`` (ModelSpec.int8_float_modules): later entries win in ai-edge-quantizer
         (static,) = rec
         rec = [{**static, "operation": op} for op in QUANTISED_OPS]
+        rec += [{"regex": module_scope_regex(m), "operation": "*", "algorithm_key": "no_quantize"}
+                for m in float_modules]
     return rec
 
 
@@ -133,7 +145,7 @@ def convert(ctx) -> dict:
         import ai_edge_quantizer as aeq
 
         custom = ctx.options.get("litert_recipe")
-        rec = custom["entries"] if custom else _recipe(ctx.precision)
+        rec = custom["entries"] if custom else _recipe(ctx.precision, ctx.spec.int8_float_modules)
         try:
             q = aeq.Quantizer(str(float_path), rec)
         except (ValueError, KeyError, TypeError) as exc:

@@ -67,6 +67,26 @@ def slim(path) -> int:
     return before - path.stat().st_size
 
 
+def nodes_in_modules(path, modules: tuple[str, ...]) -> list[str]:
+    """Names of the nodes the dynamo exporter traced inside ``modules`` (its
+    ``pkg.torch.onnx.name_scopes`` metadata; ``ModelSpec.int8_float_modules``)."""
+    import ast
+
+    import onnx
+
+    from ..quantize import path_in_modules
+
+    if not modules:
+        return []
+    names = []
+    for node in onnx.load(str(path), load_external_data=False).graph.node:
+        scopes = next((ast.literal_eval(p.value) for p in node.metadata_props
+                       if p.key == "pkg.torch.onnx.name_scopes"), [])
+        if any(path_in_modules(s, modules) for s in scopes):
+            names.append(node.name)
+    return names
+
+
 def grouped_convs(path) -> list[str]:
     """Names of the grouped (depthwise) Conv nodes of an ONNX file. They stay float under int8, as
     on LiteRT: UiD's kernel bank, its inverse and the smooth up-sampling blur are depthwise convs
@@ -112,14 +132,17 @@ def convert(ctx) -> dict:
         except Exception:  # pre-processing is an optimisation; quantise the raw graph if it fails
             pre = float_path
         float_convs = grouped_convs(pre)
+        float_nodes = nodes_in_modules(pre, ctx.spec.int8_float_modules)
         quantize_static(str(pre), str(path), _Reader(ctx.calibration, ctx.input_names),
                         quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                        op_types_to_quantize=QUANTISED_OPS, nodes_to_exclude=float_convs)
+                        op_types_to_quantize=QUANTISED_OPS, nodes_to_exclude=float_convs + float_nodes)
         for p in {float_path, pre}:
             p.unlink(missing_ok=True)
         notes.append("onnxruntime quantize_static: QDQ, per-channel int8 weights, uint8 activations (MinMax), "
-                     f"ops {'/'.join(QUANTISED_OPS)}; {len(float_convs)} grouped (depthwise) convs kept float")
+                     f"ops {'/'.join(QUANTISED_OPS)}; {len(float_convs)} grouped (depthwise) convs kept float"
+                     + (f"; {len(float_nodes)} nodes of {', '.join(ctx.spec.int8_float_modules)} kept float"
+                        if float_nodes else ""))
     saved = slim(path)
     notes.append(f"slimmed: debug metadata, node names and long value names dropped ({saved / 1e6:.2f} MB)")
     m = onnx.load(str(path), load_external_data=False)
