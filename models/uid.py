@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ConvAct, ResizeConv, SymmetricKernelBank, UpConv, res_stack, upsample2, zero_mean
+from .blocks import (ConvAct, ResizeConv, SymmetricKernelBank, UpConv, channel_softmax, res_stack, upsample2,
+                     zero_mean)
 
 
 @dataclass(frozen=True)
@@ -191,8 +192,8 @@ class UiD(nn.Module):
         f_d_trg = shift_defocus(f_d, F.avg_pool2d(focus_mask, 8))
         f_coc, _ = self.coc_features(f_g, f_d)
         f_coc_trg, _ = self.coc_features(f_g, f_d_trg)
-        a_deb = torch.softmax(self.up8(self.mixing_logits(f_coc)), dim=1)
-        a_reb = torch.softmax(self.up8(self.mixing_logits(f_coc_trg)), dim=1)
+        a_deb = channel_softmax(self.up8(self.mixing_logits(f_coc)))
+        a_reb = channel_softmax(self.up8(self.mixing_logits(f_coc_trg)))
 
         blurred = 0.5 * (left + right)
         deblurred = self.bank.apply_bank(blurred, self.bank.inverse_kernels(), a_deb)
