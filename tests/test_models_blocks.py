@@ -206,3 +206,18 @@ def test_radial_map_centre_corners_and_crops():
     np.testing.assert_allclose(t[1, 0].numpy(), crop)
     with pytest.raises(ValueError, match="does not fit"):
         radial_map(16, 32, full_height=64, full_width=96, top=60, left=0)
+
+
+def test_channel_softmax_equals_torch_softmax_and_survives_large_logits():
+    """UiD's mixing weights: the export-friendly form must give torch.softmax's values, also for
+    logits whose exp would overflow without the max shift."""
+    import torch
+
+    from models.blocks import channel_softmax
+
+    x = torch.randn(2, 8, 5, 7) * 30.0
+    x[0, 3] += 200.0
+    y = channel_softmax(x)
+    assert torch.isfinite(y).all()
+    assert torch.allclose(y, torch.softmax(x, dim=1), atol=1e-6)
+    assert torch.allclose(y.sum(dim=1), torch.ones(2, 5, 7), atol=1e-6)
