@@ -414,7 +414,7 @@ def point_prompt_dp(est, image: np.ndarray, point: tuple[int, int]) -> PromptRes
     """The object under ``point`` from the DP views alone: at each superpixel level of ``est``
     the superpixels grown from the tapped one (:func:`grow_segments`), the pixels most levels
     hold (:func:`vote`), GrabCut-refined (reach 16 px, sure foreground 7 px inside). Confidence:
-    the contrast of the estimated map between the region and a ring around it."""
+    the contrast of the estimated map between the main level's region and a ring around it."""
     lab = est.labels
     h, w = lab.shape
     x, y = (int(v) for v in point)
@@ -428,7 +428,9 @@ def point_prompt_dp(est, image: np.ndarray, point: tuple[int, int]) -> PromptRes
     region = vote(regions)
     region = fill_holes(_component_at(region, x, y)) if region[y, x] else regions[main]
     tol = disparity_tolerance(est.disparity)
-    conf = contrast_confidence(est.disparity, region, tol)
+    # of the main level's region, as before the vote: the voted region can end a pixel or two inside a
+    # blurred outline, where a ring around it no longer reaches the surroundings (a plain object's tap refused)
+    conf = contrast_confidence(est.disparity, regions[main], tol)
     tex = check_texture(image, x, y, conf)
     refined = with_core(lambda core: _component_at(grabcut_refine(image, region, reach=REACH_DP, core=core), x, y),
                         region)
