@@ -16,9 +16,11 @@ Objects sit at different depths, so an object is a connected region of similar d
   background: far outside it): the disparity is the extra cue, the colours sharpen the edges.
 - ``point_prompt_dp`` / ``box_prompt_dp`` (a capture without a disparity): on the DP estimate
   of ``runtime_py.dp_disparity``, regions grown over its superpixel graph (``grow_segments``:
-  the matching costs must agree, the colours be close, strictly so where there is no texture),
-  then GrabCut. The ``refine`` path above on UiD's smooth defocus map reached mean IoU 0.56 /
-  0.63 (point / box), this one 0.81 / 0.86 at 96 px, 0.88 / 0.90 at 192 px (docs/BENCHMARKS.md).
+  the matching costs must agree, the colours be close, strictly so where there is no texture)
+  at each of its superpixel levels, the pixels most levels hold (:func:`vote`), then GrabCut.
+  The ``refine`` path above on UiD's smooth defocus map reached mean IoU 0.56 / 0.63 (point /
+  box), this one 0.86 / 0.89 at 96 px, 0.91 / 0.91 at 192 px (one level of less compact
+  200-px superpixels: 0.81 / 0.86, 0.88 / 0.90; docs/BENCHMARKS.md).
 A tap is refused as textureless only when the colour-uniform region it falls in has a
 textureless outline too and shows no disparity contrast (:func:`check_texture`).
 Confidence: the disparity contrast between the disparity region (before refinement) and a ring
