@@ -19,7 +19,7 @@ sharper UiD makes it, and what the text encoder costs on the phone targets.
 4. Text encoder: ONNX and LiteRT (``export/text_encoder.py``) size, latency (median, 1 thread)
    and parity vs the PyTorch encoder in the same run.
 
-    PYTHONPATH=. python benchmarks/bench_prompts.py [--count 40] [--no-encoder] [--only text|spatial] [--size 96]
+    PYTHONPATH=. python benchmarks/bench_prompts.py [--count 40] [--no-encoder] [--only text|spatial] [--size 96] [--seed N]
 Prints tables; the last line is one JSON object of the figures.
 """
 from __future__ import annotations
@@ -127,7 +127,7 @@ def spatial_table(uid, count: int, size: int, seed: int) -> dict:
     rows = {k: [] for k in ("point_capture", "point_dp", "point_uid", "box_capture", "box_dp", "box_uid",
                             "disk_baseline", "box_baseline")}
     refused = {k: [] for k in rows}
-    seconds = []
+    seconds, prompt_seconds = [], []
     ratios, ratios_in = [], []
     k3 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
     for _ in range(count):
@@ -139,6 +139,7 @@ def spatial_table(uid, count: int, size: int, seed: int) -> dict:
         t0 = time.perf_counter()
         est = dp_disparity(s.left, s.right)
         seconds.append(time.perf_counter() - t0)
+        prompt_seconds.append(0.0)
         for j in range(1, len(sc.objects) + 1):
             m = sc.mask(j)
             pt = _inner_point(m)
@@ -152,7 +153,10 @@ def spatial_table(uid, count: int, size: int, seed: int) -> dict:
                      "box_uid": lambda: box_prompt(defocus, s.combined, box, refine=True)}
             masks = {}
             for k, call in calls.items():
+                t0 = time.perf_counter()
                 score, masks[k] = _scored(call, m, refused[k])
+                if k.endswith("_dp"):  # the DP-views point and box prompts of every object of the scene
+                    prompt_seconds[-1] += time.perf_counter() - t0
                 rows[k].append(score)
             disk = np.zeros_like(m)
             cv2.circle(disk, pt, max(2, int(0.06 * size)), 1.0, -1)
@@ -179,7 +183,8 @@ def spatial_table(uid, count: int, size: int, seed: int) -> dict:
                       "share_sharper": float(np.mean(np.array(ratios) > 1)),
                       "median_ratio_input": float(np.median([a for a, _ in ratios_in])),
                       "median_ratio_refocused": float(np.median([b for _, b in ratios_in]))}
-    res["dp_disparity_s"] = {"n": len(seconds), "median_s": float(np.median(seconds))}
+    res["dp_disparity_s"] = {"n": len(seconds), "median_s": float(np.median(seconds)),
+                             "prompts_median_s": float(np.median(prompt_seconds))}
     print("\npoint and box prompts (IoU vs the true object masks; capture = the renderer's disparity, dp = the "
           "DP views alone via runtime_py.dp_disparity, uid = UiD mobile's defocus output; a refused prompt "
           "counts as IoU 0)")
@@ -187,7 +192,8 @@ def spatial_table(uid, count: int, size: int, seed: int) -> dict:
     for k, v in res.items():
         if k not in ("refocus", "dp_disparity_s"):
             print(f"{k:24} {v['n']:4d} {v['miou']:9.3f} {v['median_iou']:7.3f} {v['min_iou']:6.3f} {v['refused']:8.2f}")
-    print(f"dp_disparity: median {res['dp_disparity_s']['median_s']:.2f} s per {size}x{size} scene (1 thread)")
+    print(f"dp_disparity: median {res['dp_disparity_s']['median_s']:.2f} s per {size}x{size} scene, its point and box "
+          f"prompts on every object {res['dp_disparity_s']['prompts_median_s']:.2f} s (1 thread)")
     r = res["refocus"]
     print("\nrefocus on the point prompt's mask (UiD mobile): gradient energy inside / outside the mask")
     print(f"input {r['median_ratio_input']:.3f}  refocused {r['median_ratio_refocused']:.3f}  "

@@ -16,9 +16,11 @@ Objects sit at different depths, so an object is a connected region of similar d
   background: far outside it): the disparity is the extra cue, the colours sharpen the edges.
 - ``point_prompt_dp`` / ``box_prompt_dp`` (a capture without a disparity): on the DP estimate
   of ``runtime_py.dp_disparity``, regions grown over its superpixel graph (``grow_segments``:
-  the matching costs must agree, the colours be close, strictly so where there is no texture),
-  then GrabCut. The ``refine`` path above on UiD's smooth defocus map reached mean IoU 0.56 /
-  0.63 (point / box), this one 0.81 / 0.86 at 96 px, 0.88 / 0.90 at 192 px (docs/BENCHMARKS.md).
+  the matching costs must agree, the colours be close, strictly so where there is no texture)
+  at each of its superpixel levels, the pixels most levels hold (:func:`vote`), then GrabCut.
+  The ``refine`` path above on UiD's smooth defocus map reached mean IoU 0.56 / 0.63 (point /
+  box), this one 0.86 / 0.89 at 96 px, 0.91 / 0.91 at 192 px (one level of less compact
+  200-px superpixels: 0.81 / 0.86, 0.88 / 0.90; docs/BENCHMARKS.md).
 A tap is refused as textureless only when the colour-uniform region it falls in has a
 textureless outline too and shows no disparity contrast (:func:`check_texture`).
 Confidence: the disparity contrast between the disparity region (before refinement) and a ring
@@ -396,26 +398,49 @@ def seed_segment(est, image: np.ndarray, x: int, y: int, radius: int = 3) -> int
     return int(near[np.argmin(np.linalg.norm(est.colour[near] - spot, axis=1))])
 
 
+def vote(regions: list[np.ndarray]) -> np.ndarray:
+    """The pixels more than half of ``regions`` hold (one region per superpixel level of the DP
+    estimate: a level whose superpixel straddles two objects is outvoted by the others)."""
+    return np.mean(regions, axis=0) > 0.5
+
+
+def _levels(est) -> tuple:
+    return tuple(getattr(est, "levels", ())) or (est,)
+
+
+def _main_level(est, levels: tuple) -> int:
+    return next((i for i, lv in enumerate(levels) if lv is est), 0)
+
+
 def point_prompt_dp(est, image: np.ndarray, point: tuple[int, int]) -> PromptResult:
-    """The object under ``point`` from the DP views alone: the superpixels grown from the tapped
-    one (:func:`grow_segments`), GrabCut-refined (reach 16 px, sure foreground 7 px inside). Confidence: the contrast of the
-    estimated map between the region and a ring around it."""
+    """The object under ``point`` from the DP views alone: at each superpixel level of ``est``
+    the superpixels grown from the tapped one (:func:`grow_segments`), the pixels most levels
+    hold (:func:`vote`), GrabCut-refined (reach 16 px, sure foreground 7 px inside). Confidence:
+    the contrast of the estimated map between the main level's region and a ring around it."""
     lab = est.labels
     h, w = lab.shape
     x, y = (int(v) for v in point)
     if not (0 <= x < w and 0 <= y < h):
         raise PromptError(f"--point {x},{y} is outside the {w}x{h} image")
-    members, radius = grow_segments(est, [seed_segment(est, image, x, y)])
-    region = fill_holes(members[lab])
+    levels = _levels(est)
+    grown = [grow_segments(lv, [seed_segment(lv, image, x, y)]) for lv in levels]
+    regions = [fill_holes(m[lv.labels]) for (m, _), lv in zip(grown, levels)]
+    main = _main_level(est, levels)
+    members, radius = grown[main]
+    region = vote(regions)
+    region = fill_holes(_component_at(region, x, y)) if region[y, x] else regions[main]
     tol = disparity_tolerance(est.disparity)
-    conf = contrast_confidence(est.disparity, region, tol)
+    # of the main level's region, as before the vote: the voted region can end a pixel or two inside a
+    # blurred outline, where a ring around it no longer reaches the surroundings (a plain object's tap refused)
+    conf = contrast_confidence(est.disparity, regions[main], tol)
     tex = check_texture(image, x, y, conf)
     refined = with_core(lambda core: _component_at(grabcut_refine(image, region, reach=REACH_DP, core=core), x, y),
                         region)
     region = refined if refined.any() else region
     return PromptResult(region.astype(np.float32), conf, "point",
                         {"point": [x, y], "tolerance": tol, "seed_disparity": radius, **tex,
-                         "refined": True, "pixels": int(region.sum()), "segments": int(members.sum())})
+                         "refined": True, "pixels": int(region.sum()), "segments": int(members.sum()),
+                         "levels": len(grown)})
 
 
 def sure_core(region: np.ndarray, most: int = CORE_DP) -> int:
@@ -458,17 +483,44 @@ def grabcut_box(image: np.ndarray, region: np.ndarray, inside: np.ndarray, itera
 
 
 def box_prompt_dp(est, image: np.ndarray, box: tuple[int, int, int, int]) -> PromptResult:
-    """The boxed object from the DP views alone: regions grown (:func:`grow_segments`, within the
-    superpixels mostly inside the box) from each superpixel near the box centre; the one scoring
-    best as in :func:`box_prompt` (centre weight x share within the box^2 x (1 - rim share)),
-    then :func:`grabcut_box` (the box's outside as sure background: box IoU 0.85 -> 0.87 on 40
-    development scenes against GrabCut around the region; sure foreground :func:`sure_core`
-    inside the region: 20 scenes at 96 / 192 px 0.842 / 0.875 -> 0.855 / 0.897, 20 others
-    0.860 / 0.912 -> 0.874 / 0.927, against a 2-px erosion)."""
-    lab = est.labels
-    h, w = lab.shape
+    """The boxed object from the DP views alone: at each superpixel level of ``est``
+    (:func:`box_region`) the best region grown from the box centre, the pixels most levels hold
+    (:func:`vote`), then :func:`grabcut_box` (the box's outside as sure background: box IoU 0.85 ->
+    0.87 on 40 development scenes against GrabCut around the region; sure foreground
+    :func:`sure_core` inside the region: 20 scenes at 96 / 192 px 0.842 / 0.875 -> 0.855 / 0.897,
+    20 others 0.860 / 0.912 -> 0.874 / 0.927, against a 2-px erosion)."""
+    h, w = est.labels.shape
     notes: list = []
     x0, y0, x1, y1 = clip_box(box, h, w, notes)
+    inside = np.zeros((h, w), bool)
+    inside[y0:y1, x0:x1] = True
+    levels = _levels(est)
+    found = [box_region(lv, (x0, y0, x1, y1)) for lv in levels]
+    main = found[_main_level(est, levels)]
+    found = [f for f in found if f[0] is not None and f[0].any()]
+    if not found:
+        raise PromptError(f"--box {x0},{y0},{x1},{y1}: no disparity layer found inside the box")
+    best = vote([f[0] for f in found])
+    if not best.any():  # no pixel most levels agree on: the main level's region
+        best = main[0] if main[0] is not None and main[0].any() else found[0][0]
+    radius = main[1]
+    tol = disparity_tolerance(est.disparity)
+    conf = contrast_confidence(est.disparity, best, tol)
+    refined = with_core(lambda core: grabcut_box(image, best, inside, core=core), best)
+    region = refined if refined.any() else best
+    return PromptResult(region.astype(np.float32), conf, "box",
+                        {"box": [x0, y0, x1, y1], "tolerance": tol, "layer_disparity": radius, "refined": True,
+                         "pixels": int(region.sum()), "notes": notes, "levels": len(found)})
+
+
+def box_region(est, box: tuple[int, int, int, int]) -> tuple[np.ndarray | None, float]:
+    """On one superpixel level, within a clipped box: the regions grown (:func:`grow_segments`,
+    within the superpixels mostly inside the box) from each superpixel near the box centre; the
+    one scoring best as in :func:`box_prompt` (centre weight x share within the box^2 x (1 - rim
+    share)), kept inside the box, and its signed CoC radius."""
+    lab = est.labels
+    h, w = lab.shape
+    x0, y0, x1, y1 = box
     n = int(lab.max()) + 1
     inside = np.zeros((h, w), bool)
     inside[y0:y1, x0:x1] = True
@@ -494,12 +546,4 @@ def box_prompt_dp(est, image: np.ndarray, box: tuple[int, int, int, int]) -> Pro
                                                                                              / max(rim.sum(), 1))
         if score > best_score:
             best, best_score, radius = region & inside, float(score), r
-    if best is None or not best.any():
-        raise PromptError(f"--box {x0},{y0},{x1},{y1}: no disparity layer found inside the box")
-    tol = disparity_tolerance(est.disparity)
-    conf = contrast_confidence(est.disparity, best, tol)
-    refined = with_core(lambda core: grabcut_box(image, best, inside, core=core), best)
-    region = refined if refined.any() else best
-    return PromptResult(region.astype(np.float32), conf, "box",
-                        {"box": [x0, y0, x1, y1], "tolerance": tol, "layer_disparity": radius, "refined": True,
-                         "pixels": int(region.sum()), "notes": notes})
+    return best, radius
