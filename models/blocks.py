@@ -85,6 +85,26 @@ def zero_mean(residual: torch.Tensor) -> torch.Tensor:
     return residual - residual.mean(dim=(-2, -1), keepdim=True)
 
 
+MEAN_LOCK_STEPS = 2  # re-centring passes after the clamp to [0, 1] (each cuts the clamp's bias ~3x)
+
+
+def clamp_mean_locked(x: torch.Tensor, reference: torch.Tensor, weight: torch.Tensor | None = None,
+                      steps: int = MEAN_LOCK_STEPS) -> torch.Tensor:
+    """``x`` clamped to [0, 1], then ``steps`` passes moving its pixels (by ``weight``, default all
+    equally) by the channel-mean error against ``reference`` left after the clamp. A blur whose PSF
+    sums to 1 conserves the channel means, so a restoration must keep the input's; cutting
+    sharpened edges at 0 or 1 would lift dark scenes (+1 % on a phone scene with a third of its
+    pixels near black) or dim bright ones. Reductions, arithmetic and clamps only (exports)."""
+    out = torch.clamp(x, 0.0, 1.0)
+    for _ in range(steps):
+        if weight is None:
+            out = torch.clamp(out - (out - reference).mean(dim=(-2, -1), keepdim=True), 0.0, 1.0)
+        else:
+            err = (out - reference).sum(dim=(-2, -1), keepdim=True) / (weight.sum(dim=(-2, -1), keepdim=True) + 1e-6)
+            out = torch.clamp(out - weight * err, 0.0, 1.0)
+    return out
+
+
 def channel_softmax(x: torch.Tensor) -> torch.Tensor:
     """Softmax over the channels (dim 1) as ``exp(x - max) / sum``: the values of
     ``torch.softmax(x, 1)`` to float rounding, as element-wise ops and two channel reductions.

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ASPPBlock, ConvAct, ResizeConv, UpConv, dynamic_filter_7x7, res_stack, upsample2
+from .blocks import (ASPPBlock, ConvAct, ResizeConv, UpConv, clamp_mean_locked, dynamic_filter_7x7, res_stack,
+                     upsample2)
 
 
 CHROMA_FLOOR = 1e-3  # chroma (fraction of the range, summed over channels) below which an image is grey
@@ -163,26 +164,17 @@ def gate_map(defocus_wide: torch.Tensor, defocus_target: torch.Tensor, tau: floa
     return torch.clamp((defocus_wide - defocus_target).abs() / tau, 0.0, 1.0)
 
 
-MEAN_LOCK_STEPS = 2  # re-centring passes after the clamp to [0, 1] (each cuts the clamp's bias ~3x)
-
-
 def gated(wide: torch.Tensor, pred: torch.Tensor, g: torch.Tensor, mean_lock: bool) -> torch.Tensor:
     """``W + g * (pred - W - c)`` clamped to [0, 1]: exactly W where g = 0. With ``mean_lock`` the
     per-channel constant c = sum(g d) / sum(g) (d = pred - W) makes the residual's mean zero, so the
     output keeps W's channel means (a blur whose PSF sums to 1 conserves them; the off white
-    balance of UW must not leak in); the clamp then lifts dark scenes (a sharpened edge below 0
-    is cut off: +1 % on a phone scene with a third of its pixels near black), so
-    ``MEAN_LOCK_STEPS`` passes move the gated pixels by the mean error left after the clamp.
-    Export friendly: reductions, arithmetic and clamps only."""
+    balance of UW must not leak in), and :func:`~models.blocks.clamp_mean_locked` moves the gated
+    pixels by the mean error the clamp leaves. Export friendly: reductions, arithmetic and clamps."""
     d = pred - wide
     if not mean_lock:
         return torch.clamp(wide + g * d, 0.0, 1.0)
     g_sum = g.sum(dim=(-2, -1), keepdim=True) + 1e-6
-    out = torch.clamp(wide + g * (d - (g * d).sum(dim=(-2, -1), keepdim=True) / g_sum), 0.0, 1.0)
-    for _ in range(MEAN_LOCK_STEPS):
-        err = (out - wide).sum(dim=(-2, -1), keepdim=True) / g_sum
-        out = torch.clamp(out - g * err, 0.0, 1.0)
-    return out
+    return clamp_mean_locked(wide + g * (d - (g * d).sum(dim=(-2, -1), keepdim=True) / g_sum), wide, g)
 
 
 def blend(refined_w: torch.Tensor, refined_uw: torch.Tensor, mask_uw: torch.Tensor) -> torch.Tensor:

@@ -221,3 +221,26 @@ def test_channel_softmax_equals_torch_softmax_and_survives_large_logits():
     assert torch.isfinite(y).all()
     assert torch.allclose(y, torch.softmax(x, dim=1), atol=1e-6)
     assert torch.allclose(y.sum(dim=1), torch.ones(2, 5, 7), atol=1e-6)
+
+
+def test_clamp_mean_locked_restores_the_reference_means_that_the_clamp_moved():
+    """A sharpened dark image: clamping its undershoots at 0 lifts the mean by ~10 %; the lock
+    (UiD mobile's output, DC2's gated residual) cuts that error > 10x and stays in [0, 1];
+    pixels of zero weight are left as clamped."""
+    import torch
+
+    from models.blocks import clamp_mean_locked
+
+    torch.manual_seed(0)
+    ref = torch.rand(1, 3, 32, 32) * 0.1  # dark scene, channel means ~0.05
+    x = ref + torch.randn(1, 3, 32, 32) * 0.05  # zero-mean "sharpening", undershoots below 0
+    plain = torch.clamp(x, 0.0, 1.0)
+    lift = (plain.mean(dim=(-2, -1)) / ref.mean(dim=(-2, -1)) - 1).abs().max()
+    locked = clamp_mean_locked(x, ref)
+    err = (locked.mean(dim=(-2, -1)) / ref.mean(dim=(-2, -1)) - 1).abs().max()
+    assert lift > 0.05 and err < lift / 10  # two passes: 12.5 % -> 0.6 %
+    assert locked.min() >= 0 and locked.max() <= 1
+    w = torch.ones(1, 1, 32, 32)
+    w[..., :16] = 0
+    half = clamp_mean_locked(x, ref, w)
+    assert torch.equal(half[..., :16], plain[..., :16])
