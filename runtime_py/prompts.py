@@ -405,7 +405,8 @@ def vote(regions: list[np.ndarray]) -> np.ndarray:
 
 
 def _levels(est) -> tuple:
-    return tuple(getattr(est, "levels", ())) or (est,)
+    """The estimate's superpixel levels (itself alone when it was built without any)."""
+    return tuple(est.levels) or (est,)
 
 
 def _main_level(est, levels: tuple) -> int:
